@@ -1,0 +1,124 @@
+//! A faithful copy of a directory tree, done in-process (no `cp` child process).
+//!
+//! This is how the fake clones a base into a build directory, a build directory into a
+//! result's master, and a cache version into a leased copy. It keeps what a ZFS clone keeps,
+//! as far as plain files allow: regular files (contents and all mode bits, setuid included),
+//! directories (including empty ones), symlinks as symlinks (never followed), FIFOs and
+//! device nodes, hard links between files inside the tree, owners (when the process may
+//! `chown`) and access/modification times. Extended attributes and ACLs are not copied.
+//!
+//! Regular files go through [`std::fs::copy`], which uses `copy_file_range` and so shares
+//! extents on filesystems that can (btrfs, XFS).
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
+use store_api::StoreError;
+use walkdir::WalkDir;
+
+use crate::owner::ProcessIds;
+
+/// Copies the tree at `src` (a directory) to `dst`, which must not exist yet (its parent
+/// must). On error `dst` may hold a partial copy: the caller removes it.
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
+    let ids = ProcessIds::current();
+    let mut dirs: Vec<(PathBuf, Metadata)> = Vec::new();
+    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for entry in WalkDir::new(src).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(src).to_owned();
+            StoreError::io("reading the tree to copy at", path, e.into())
+        })?;
+        let from = entry.path();
+        let to = match from.strip_prefix(src) {
+            Ok(rel) if rel.as_os_str().is_empty() => dst.to_owned(),
+            Ok(rel) => dst.join(rel),
+            Err(_) => {
+                return Err(StoreError::backend(format!(
+                    "walking {} yielded {} outside it",
+                    src.display(),
+                    from.display()
+                )));
+            }
+        };
+        let meta = entry
+            .metadata()
+            .map_err(|e| StoreError::io("reading metadata of", from, e.into()))?;
+        copy_entry(from, &to, &meta, &ids, &mut linked)
+            .map_err(|e| StoreError::io(format!("copying {} to", from.display()), &to, e))?;
+        if meta.is_dir() {
+            dirs.push((to, meta));
+        }
+    }
+    // Directory modes and times last: filling a directory changes its mtime, and a read-only
+    // directory could not be filled by a process that is not root.
+    for (dir, meta) in dirs.iter().rev() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .and_then(|()| set_times(dir, meta))
+            .map_err(|e| StoreError::io("setting mode and times of", dir, e))?;
+    }
+    Ok(())
+}
+
+fn copy_entry(
+    from: &Path,
+    to: &Path,
+    meta: &Metadata,
+    ids: &ProcessIds,
+    linked: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        fs::create_dir(to)?;
+        return ids.copy_owner(to, meta);
+    }
+    if meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = linked.get(&key) {
+            return fs::hard_link(first, to);
+        }
+        linked.insert(key, to.to_owned());
+    }
+    if file_type.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+        ids.copy_owner(to, meta)?;
+        return set_times(to, meta);
+    }
+    if file_type.is_file() {
+        fs::copy(from, to)?;
+    } else {
+        // FIFO, socket or device node.
+        let mode = meta.mode();
+        rustix::fs::mknodat(
+            CWD,
+            to,
+            FileType::from_raw_mode(mode),
+            Mode::from_raw_mode(mode & 0o7777),
+            meta.rdev(),
+        )?;
+    }
+    ids.copy_owner(to, meta)?;
+    // `chown` clears setuid/setgid, and `mknod` applies the umask: set the exact mode.
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    set_times(to, meta)
+}
+
+/// Sets the access and modification times of `path` (not following a symlink) to `meta`'s.
+fn set_times(path: &Path, meta: &Metadata) -> io::Result<()> {
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Opening a root: create the layout, take the lock, reclaim what an interrupted process
+//! left behind, and rebuild the in-memory index from the directories.
+//!
+//! Commit points, and so what survives a crash:
+//! - a result exists iff `master/<id>` exists (the last rename of a commit, the first of a
+//!   delete). A `result/<id>` without a master is an interrupted commit or delete, and is
+//!   removed; a master without `result/<id>` gets its readable copy made again.
+//! - a cache exists iff `caches/<escaped>` exists (made complete in `tmp/`, then renamed in);
+//!   its latest version is its highest `v<N>`. A lower one is an old version whose removal
+//!   was interrupted right after a publish, and is removed.
+//! - everything in the scratch directories is uncommitted, and is removed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use rustix::fs::FlockOperation;
+use store_api::{Id, StoreError, User};
+
+use crate::copy::copy_tree;
+use crate::escape::unescape_cache_name;
+use crate::layout::{ALL_DIRS, Layout, SCRATCH_DIRS, io_err, owner_file, version_dir};
+use crate::remove::remove_tree;
+use crate::state::{CacheRecord, ResultEntry, State};
+
+/// An open root.
+pub(crate) struct Opened {
+    pub(crate) layout: Layout,
+    pub(crate) lock: File,
+    pub(crate) state: State,
+}
+
+/// Opens the store under `root`, creating it on first use.
+pub(crate) fn open_root(root: &Path) -> Result<Opened, StoreError> {
+    fs::create_dir_all(root).map_err(io_err("creating the store root", root))?;
+    let root = fs::canonicalize(root).map_err(io_err("resolving the store root", root))?;
+    let layout = Layout::new(root);
+    let lock = lock_root(&layout)?;
+    for dir in ALL_DIRS {
+        let path = layout.dir(dir);
+        fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+    }
+    for dir in SCRATCH_DIRS {
+        empty_dir(&layout.dir(dir))?;
+    }
+    let mut state = State::default();
+    load_results(&layout, &mut state)?;
+    load_caches(&layout, &mut state)?;
+    tracing::debug!(
+        root = %layout.root().display(),
+        results = state.results.len(),
+        caches = state.caches.len(),
+        "opened fake store"
+    );
+    Ok(Opened {
+        layout,
+        lock,
+        state,
+    })
+}
+
+fn lock_root(layout: &Layout) -> Result<File, StoreError> {
+    let path = layout.lock_file();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening the lock file", &path))?;
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::backend(format!(
+            "the fake store at {} is already open (in this or another process); \
+             drop the other FakeStore before opening it again",
+            layout.root().display()
+        ))),
+        Err(e) => Err(StoreError::io("locking", &path, e.into())),
+    }
+}
+
+/// Removes everything inside `dir`.
+fn empty_dir(dir: &Path) -> Result<(), StoreError> {
+    for entry in read_dir(dir)? {
+        let (path, is_dir) = entry?;
+        let removed = if is_dir {
+            remove_tree(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(io_err("removing leftover", &path))?;
+        tracing::debug!(path = %path.display(), "reclaimed leftover");
+    }
+    Ok(())
+}
+
+fn load_results(layout: &Layout, state: &mut State) -> Result<(), StoreError> {
+    let masters = layout.dir("master");
+    for entry in read_dir(&masters)? {
+        let (path, is_dir) = entry?;
+        let id = file_name(&path)
+            .and_then(|name| Id::new(name).ok())
+            .filter(|_| is_dir)
+            .ok_or_else(|| foreign(&path))?;
+        let exposed = layout.result(&id);
+        if !exposed.is_dir() {
+            // The commit renamed the build into place but the readable copy is gone (or a
+            // person removed it): make it again from the master.
+            remove_tree(&exposed).map_err(io_err("removing", &exposed))?;
+            let tmp = layout.scratch("tmp");
+            copy_tree(&path, &tmp)?;
+            fs::rename(&tmp, &exposed).map_err(io_err("restoring", &exposed))?;
+        }
+        state.results.insert(id, ResultEntry::new());
+    }
+    let exposed_dir = layout.dir("result");
+    for entry in read_dir(&exposed_dir)? {
+        let (path, is_dir) = entry?;
+        let committed = file_name(&path)
+            .and_then(|name| Id::new(name).ok())
+            .is_some_and(|id| state.results.contains_key(&id));
+        if !committed {
+            // An interrupted commit or delete.
+            let removed = if is_dir {
+                remove_tree(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(io_err("removing uncommitted result", &path))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_caches(layout: &Layout, state: &mut State) -> Result<(), StoreError> {
+    let caches = layout.dir("caches");
+    for entry in read_dir(&caches)? {
+        let (path, is_dir) = entry?;
+        let name = file_name(&path)
+            .and_then(unescape_cache_name)
+            .filter(|_| is_dir)
+            .ok_or_else(|| foreign(&path))?;
+        let owner_path = owner_file(&path);
+        let owner: User = fs::read_to_string(&owner_path)
+            .map_err(io_err("reading the owner of a cache", &owner_path))?
+            .trim()
+            .parse()
+            .map_err(|e| StoreError::Backend {
+                message: format!("bad owner file {}", owner_path.display()),
+                source: Some(Box::new(e)),
+            })?;
+        let mut versions = Vec::new();
+        for version_entry in read_dir(&path)? {
+            let (version_path, _) = version_entry?;
+            if version_path == owner_path {
+                continue;
+            }
+            let version = file_name(&version_path)
+                .and_then(|n| n.strip_prefix('v'))
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|_| version_path.is_dir())
+                .ok_or_else(|| foreign(&version_path))?;
+            versions.push(version);
+        }
+        versions.sort_unstable();
+        let Some(&latest) = versions.last() else {
+            return Err(StoreError::backend(format!(
+                "cache {name:?} at {} has no version directory",
+                path.display()
+            )));
+        };
+        for &old in &versions[..versions.len() - 1] {
+            // An old version whose removal was interrupted right after a publish.
+            let old_path = version_dir(&path, old);
+            remove_tree(&old_path).map_err(io_err("removing old cache version", &old_path))?;
+        }
+        let incarnation = state.caches.len() as u64;
+        state.caches.insert(
+            name,
+            CacheRecord {
+                owner,
+                version: latest,
+                incarnation,
+                live: Arc::new(AtomicUsize::new(0)),
+            },
+        );
+    }
+    Ok(())
+}
+
+type DirEntries = Vec<Result<(PathBuf, bool), StoreError>>;
+
+/// The entries of `dir` as (path, is a directory, not following symlinks).
+fn read_dir(dir: &Path) -> Result<DirEntries, StoreError> {
+    let entries = fs::read_dir(dir).map_err(io_err("listing", dir))?;
+    Ok(entries
+        .map(|entry| {
+            let entry = entry.map_err(io_err("listing", dir))?;
+            let is_dir = entry
+                .file_type()
+                .map_err(|e: io::Error| StoreError::io("reading the type of", entry.path(), e))?
+                .is_dir();
+            Ok((entry.path(), is_dir))
+        })
+        .collect())
+}
+
+fn file_name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
+fn foreign(path: &Path) -> StoreError {
+    StoreError::backend(format!(
+        "{} was not made by the fake store; move it out of the store root",
+        path.display()
+    ))
+}
