@@ -1,0 +1,198 @@
+//! [`Config`]: the suite's knobs, from code and from the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::report::Progress;
+
+/// A progress callback: called from the suite's threads for every [`Progress`] event.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// The suite's knobs. [`Config::default`] keeps `cargo test` fast on an in-memory backend;
+/// [`Config::from_env`] applies the `ZSTORE_CONFORMANCE_*` variables on top.
+///
+/// | variable | field |
+/// |---|---|
+/// | `ZSTORE_CONFORMANCE_CASES` | [`cases`](Config::cases) |
+/// | `ZSTORE_CONFORMANCE_MAX_OPS` | [`max_ops`](Config::max_ops) |
+/// | `ZSTORE_CONFORMANCE_SEED` | [`seed`](Config::seed) |
+/// | `ZSTORE_CONFORMANCE_CONCURRENCY_CASES` | [`concurrency_cases`](Config::concurrency_cases) |
+/// | `ZSTORE_CONFORMANCE_OP_TIMEOUT_SECS` | [`op_timeout`](Config::op_timeout) |
+/// | `ZSTORE_CONFORMANCE_SHRINK_SECS` | [`max_shrink_time`](Config::max_shrink_time) |
+/// | `ZSTORE_CONFORMANCE_ARTIFACTS` | [`artifacts_dir`](Config::artifacts_dir) |
+/// | `ZSTORE_CONFORMANCE_ONLY` | [`only`](Config::only) (comma-separated check names) |
+/// | `ZSTORE_CONFORMANCE_QUICK_CHECKS` | [`full_check_each_step`](Config::full_check_each_step) `= false` when set to `1` |
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// How many random operation sequences to run.
+    pub cases: u32,
+    /// The longest operation sequence generated.
+    pub max_ops: usize,
+    /// The seed of the random generator; `None` picks one (it is printed in the report, so a
+    /// run can be repeated).
+    pub seed: Option<u64>,
+    /// How many cases of the concurrency property to run.
+    pub concurrency_cases: u32,
+    /// How long one store operation may take before the suite calls it hung.
+    pub op_timeout: Duration,
+    /// How long shrinking a failing sequence may take.
+    pub max_shrink_time: Duration,
+    /// Where failing sequences are saved as JSON (`None`: a `zstore-conformance` directory in
+    /// the system's temporary directory).
+    pub artifacts_dir: Option<PathBuf>,
+    /// Run only the checks with these names (see [`check_names`](crate::check_names));
+    /// `None` runs all.
+    pub only: Option<Vec<String>>,
+    /// Check that a new cache's top directory is owned by the requested user, and give caches
+    /// users other than the current one. `None`: only when running as root (no one else can
+    /// `chown`).
+    pub check_ownership: Option<bool>,
+    /// After each step, compare every result and every cache with the model (`true`), or only
+    /// those the step touched, with everything compared after reopen and at the end
+    /// (`false`, for slow backends).
+    pub full_check_each_step: bool,
+    /// Called for every progress event (tracing events are emitted as well).
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cases: 48,
+            max_ops: 40,
+            seed: None,
+            concurrency_cases: 6,
+            op_timeout: Duration::from_secs(60),
+            max_shrink_time: Duration::from_secs(60),
+            artifacts_dir: None,
+            only: None,
+            check_ownership: None,
+            full_check_each_step: true,
+            progress: None,
+        }
+    }
+}
+
+/// A `ZSTORE_CONFORMANCE_*` variable that could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?}: {problem}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    problem: &'static str,
+}
+
+impl Config {
+    /// The defaults with every set `ZSTORE_CONFORMANCE_*` variable applied.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming a variable whose value does not parse.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::default().with_env()
+    }
+
+    /// `self` with every set `ZSTORE_CONFORMANCE_*` variable applied on top.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming a variable whose value does not parse.
+    pub fn with_env(mut self) -> Result<Self, ConfigError> {
+        if let Some(v) = var("ZSTORE_CONFORMANCE_CASES") {
+            self.cases = number("ZSTORE_CONFORMANCE_CASES", &v)?;
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_MAX_OPS") {
+            self.max_ops = number("ZSTORE_CONFORMANCE_MAX_OPS", &v)?;
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_SEED") {
+            self.seed = Some(number("ZSTORE_CONFORMANCE_SEED", &v)?);
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_CONCURRENCY_CASES") {
+            self.concurrency_cases = number("ZSTORE_CONFORMANCE_CONCURRENCY_CASES", &v)?;
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_OP_TIMEOUT_SECS") {
+            self.op_timeout =
+                Duration::from_secs(number("ZSTORE_CONFORMANCE_OP_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_SHRINK_SECS") {
+            self.max_shrink_time =
+                Duration::from_secs(number("ZSTORE_CONFORMANCE_SHRINK_SECS", &v)?);
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_ARTIFACTS") {
+            self.artifacts_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_ONLY") {
+            self.only = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_QUICK_CHECKS") {
+            self.full_check_each_step = match v.as_str() {
+                "1" | "true" => false,
+                "0" | "false" => true,
+                _ => {
+                    return Err(ConfigError {
+                        name: "ZSTORE_CONFORMANCE_QUICK_CHECKS",
+                        value: v,
+                        problem: "expected 0, 1, true or false",
+                    });
+                }
+            };
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn wants(&self, check: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == check))
+    }
+
+    pub(crate) fn artifacts(&self) -> PathBuf {
+        self.artifacts_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("zstore-conformance"))
+    }
+
+    pub(crate) fn emit(&self, event: Progress) {
+        tracing::info!(target: "conformance", "{event}");
+        if let Some(progress) = &self.progress {
+            progress(&event);
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("cases", &self.cases)
+            .field("max_ops", &self.max_ops)
+            .field("seed", &self.seed)
+            .field("concurrency_cases", &self.concurrency_cases)
+            .field("op_timeout", &self.op_timeout)
+            .field("max_shrink_time", &self.max_shrink_time)
+            .field("artifacts_dir", &self.artifacts_dir)
+            .field("only", &self.only)
+            .field("check_ownership", &self.check_ownership)
+            .field("full_check_each_step", &self.full_check_each_step)
+            .field("progress", &self.progress.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError {
+        name,
+        value: value.to_owned(),
+        problem: "expected a non-negative integer",
+    })
+}

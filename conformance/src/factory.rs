@@ -1,0 +1,168 @@
+//! How a backend plugs in: [`StoreFactory`] opens stores on fresh storage, says what the backend
+//! can do ([`Capabilities`]), and optionally reopens storage and checks for leaks.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use store_api::Store;
+
+use crate::model::BusyRule;
+
+/// The error a factory returns: anything, boxed. It is shown in the report as is.
+pub type FactoryError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a backend declares about itself; the suite adapts its expectations to it.
+///
+/// Start from [`Capabilities::default`] (no reopen, `Busy` reported) and set fields:
+///
+/// ```
+/// let caps = conformance::Capabilities {
+///     can_reopen: true,
+///     ..Default::default()
+/// };
+/// assert!(caps.may_return_busy);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`StoreFactory::reopen`] works: a store dropped and opened again over the same storage
+    /// keeps its results, caches and `state_dir`. Enables the `reopen` step and the scenarios
+    /// that need it.
+    pub can_reopen: bool,
+    /// `delete_cache` returns `Busy` **exactly** when a copy of the cache is out. If `false`,
+    /// the backend promises it never returns `Busy`: it deletes the cache and discards every
+    /// copy that was out when it is released ("delete wins, late release discarded").
+    pub may_return_busy: bool,
+    /// [`StoreFactory::open_with_faults`] works. Reserved for the crash-safety checks (a store
+    /// whose external-command runner fails at step N); no check uses it yet.
+    pub fault_injection: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            can_reopen: false,
+            may_return_busy: true,
+            fault_injection: false,
+        }
+    }
+}
+
+impl Capabilities {
+    pub(crate) fn busy_rule(&self) -> BusyRule {
+        if self.may_return_busy {
+            BusyRule::ReportsBusy
+        } else {
+            BusyRule::DeleteWins
+        }
+    }
+}
+
+/// Where to make an injected fault happen (see [`StoreFactory::open_with_faults`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FaultPlan {
+    /// The N-th external step (counting from 0) fails, and every later one succeeds.
+    FailStep(usize),
+}
+
+/// Opens stores of one backend for the suite.
+///
+/// The suite calls [`fresh`](StoreFactory::fresh) once per test case, so every case starts
+/// from an empty store on storage nothing else uses; it drops the store, then calls
+/// [`teardown`](StoreFactory::teardown) with the storage. All methods may be called from any
+/// tokio runtime, including a multi-threaded one, and from many cases at once.
+///
+/// A complete example is in the [crate documentation](crate).
+#[async_trait]
+pub trait StoreFactory: Send + Sync + 'static {
+    /// The storage one store lives on: a temporary directory, a pool, a dataset. The suite
+    /// only hands it back to the factory.
+    type Storage: Send + Sync + 'static;
+
+    /// A short name for reports (e.g. `"zfs-fuse"`).
+    fn name(&self) -> String;
+
+    /// What the backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Makes fresh, empty storage and opens a store on it.
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, Self::Storage), FactoryError>;
+
+    /// Opens a store again over `storage`, after the suite dropped every handle to the
+    /// previous one. Only called if [`Capabilities::can_reopen`].
+    async fn reopen(&self, storage: &Self::Storage) -> Result<Arc<dyn Store>, FactoryError> {
+        let _ = storage;
+        Err("this backend cannot reopen a store".into())
+    }
+
+    /// Opens a store over `storage` that fails as `plan` says. Only called if
+    /// [`Capabilities::fault_injection`]; reserved for the crash-safety checks.
+    async fn open_with_faults(
+        &self,
+        storage: &Self::Storage,
+        plan: FaultPlan,
+    ) -> Result<Arc<dyn Store>, FactoryError> {
+        let _ = (storage, plan);
+        Err("this backend has no fault injection".into())
+    }
+
+    /// Called once per case after every store handle was dropped: release the storage, and
+    /// return an error if the store leaked anything (temporary copies, mounts, datasets).
+    async fn teardown(&self, storage: Self::Storage) -> Result<(), FactoryError> {
+        drop(storage);
+        Ok(())
+    }
+}
+
+/// A factory with its storage type erased, so the suite's internals are not generic.
+#[async_trait]
+pub(crate) trait DynFactory: Send + Sync {
+    fn name(&self) -> String;
+    fn capabilities(&self) -> Capabilities;
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, Box<dyn Any + Send + Sync>), FactoryError>;
+    async fn reopen(
+        &self,
+        storage: &(dyn Any + Send + Sync),
+    ) -> Result<Arc<dyn Store>, FactoryError>;
+    async fn teardown(&self, storage: Box<dyn Any + Send + Sync>) -> Result<(), FactoryError>;
+}
+
+pub(crate) struct Erased<F>(pub F);
+
+#[async_trait]
+impl<F: StoreFactory> DynFactory for Erased<F> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, Box<dyn Any + Send + Sync>), FactoryError> {
+        let (store, storage) = self.0.fresh().await?;
+        Ok((store, Box::new(storage)))
+    }
+
+    async fn reopen(
+        &self,
+        storage: &(dyn Any + Send + Sync),
+    ) -> Result<Arc<dyn Store>, FactoryError> {
+        match storage.downcast_ref::<F::Storage>() {
+            Some(storage) => self.0.reopen(storage).await,
+            None => Err("internal error: storage of another factory".into()),
+        }
+    }
+
+    async fn teardown(&self, storage: Box<dyn Any + Send + Sync>) -> Result<(), FactoryError> {
+        match storage.downcast::<F::Storage>() {
+            Ok(storage) => self.0.teardown(*storage).await,
+            Err(_) => Err("internal error: storage of another factory".into()),
+        }
+    }
+}
+
+/// Shared handle to an erased factory.
+pub(crate) type SharedFactory = Arc<dyn DynFactory>;

@@ -1,0 +1,66 @@
+//! [`conformance_tests!`](crate::conformance_tests): one named `#[test]` per check.
+
+/// Generates a module of `#[test]`s, one per check of the suite (see
+/// [`check_names`](crate::check_names)), each running that check against the backend that
+/// `$factory` (an expression of a type implementing [`StoreFactory`](crate::StoreFactory),
+/// evaluated once per test, with the enclosing module's items in scope) opens.
+///
+/// ```ignore
+/// conformance::conformance_tests!(my_backend, MyFactory::new());
+/// ```
+///
+/// Each test reads its knobs with [`Config::from_env`](crate::Config::from_env), runs on a
+/// fresh multi-threaded runtime, prints the checks it skipped (missing capabilities) and
+/// panics with the report if the check fails. `cargo test my_backend::sequences` runs one.
+/// The module also holds `every_check_has_a_test`, which fails if this macro and the suite
+/// ever disagree on the list of checks.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($module:ident, $factory:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_tests_for!(
+                $factory;
+                store_basics
+                cache_basics
+                deleting_a_base_keeps_its_children
+                a_crashed_partial_build_is_reclaimed
+                a_running_build_survives_deletion_of_its_base
+                a_failed_build_leaves_nothing_and_the_id_can_be_rebuilt
+                a_cache_name_that_needs_escaping_works_and_stays_separate
+                df_is_a_percentage_and_not_a_made_up_0
+                an_abandoned_copy_does_not_keep_the_cache_busy
+                a_missing_base_is_a_typed_error
+                the_log_is_written_during_the_build_and_kept
+                writes_to_a_result_path_never_reach_later_builds
+                the_state_dir_is_kept_and_untouched
+                delete_is_idempotent_and_ids_can_be_reused
+                the_first_release_of_a_generation_wins_in_every_order
+                copies_are_independent_and_a_dropped_copy_is_never_published
+                a_deep_chain_of_builds_keeps_every_layer
+                sequences
+                concurrency
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_for {
+    ($factory:expr; $($name:ident)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::__run_check_in_test($factory, stringify!($name));
+            }
+        )*
+
+        #[test]
+        fn every_check_has_a_test() {
+            let generated: &[&str] = &[$(stringify!($name)),*];
+            assert_eq!(generated, &$crate::check_names()[..]);
+        }
+    };
+}

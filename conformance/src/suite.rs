@@ -1,0 +1,292 @@
+//! The entry points: [`run`] (every check, or those [`Config::only`] names), [`replay`] (one
+//! saved sequence), and the helper behind [`conformance_tests!`](crate::conformance_tests).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+
+use crate::concurrency::{CONCURRENCY, concurrency};
+use crate::config::{Config, ConfigError};
+use crate::exec::{Settings, current_user};
+use crate::factory::{Erased, SharedFactory, StoreFactory};
+use crate::generate::Universe;
+use crate::ops::{Op, script};
+use crate::report::{CheckOutcome, CheckReport, FailingSequence, Failure, Progress, Report};
+use crate::scenarios::SCENARIOS;
+use crate::scenarios::support::{Ctx, Stop};
+use crate::sequences::{SEQUENCES, SequenceFile, run_case, sequences};
+
+/// The names of every check, in the order [`run`] runs them: the scenarios, then
+/// `sequences`, then `concurrency`. Use them in [`Config::only`].
+pub fn check_names() -> Vec<&'static str> {
+    SCENARIOS
+        .iter()
+        .map(|s| s.name)
+        .chain([SEQUENCES, CONCURRENCY])
+        .collect()
+}
+
+fn settings(config: &Config) -> Settings {
+    Settings {
+        op_timeout: config.op_timeout,
+        check_ownership: config
+            .check_ownership
+            .unwrap_or_else(|| current_user().uid() == 0),
+        full_check_each_step: config.full_check_each_step,
+    }
+}
+
+/// Runs the suite against the backend `factory` opens, and reports what it found.
+///
+/// Runs every check (or only those named in [`Config::only`]): the named scenarios, then the
+/// `sequences` property (random operation sequences compared with the model after every step;
+/// a failure is shrunk, printed as a numbered script, and saved as JSON for [`replay`]), then
+/// the `concurrency` property (on a multi-threaded runtime of its own).
+///
+/// Call it from any tokio runtime (multi-threaded or current-thread); it does not assume it
+/// runs under `cargo test`. Progress goes to [`Config::progress`] and to `tracing`. It never
+/// panics because the backend misbehaves: failures, hangs (see [`Config::op_timeout`]) and
+/// panics of the store end up in the [`Report`].
+pub async fn run<F: StoreFactory>(factory: F, config: Config) -> Report {
+    crate::quiet_panic::install();
+    let factory: SharedFactory = Arc::new(Erased(factory));
+    let seed = config.seed.unwrap_or_else(random_seed);
+    let settings = settings(&config);
+    let caps = factory.capabilities();
+    let mut checks = Vec::new();
+
+    for scenario in SCENARIOS {
+        if !config.wants(scenario.name) {
+            continue;
+        }
+        let started = begin(&config, scenario.name);
+        let ctx = Ctx {
+            factory: Arc::clone(&factory),
+            caps: caps.clone(),
+            settings: settings.clone(),
+        };
+        let limit = config.op_timeout * 10;
+        let outcome = match tokio::time::timeout(
+            limit,
+            std::panic::AssertUnwindSafe((scenario.run)(ctx)).catch_unwind(),
+        )
+        .await
+        {
+            Err(_) => failed(format!(
+                "the scenario did not finish within {limit:?} (hung?)"
+            )),
+            Ok(Err(payload)) => failed(format!(
+                "the scenario panicked: {}",
+                crate::sequences::panic_message(&*payload)
+            )),
+            Ok(Ok(Ok(()))) => CheckOutcome::Passed,
+            Ok(Ok(Err(Stop::Skip(why)))) => CheckOutcome::Skipped(why),
+            Ok(Ok(Err(Stop::Fail(message)))) => failed(message),
+        };
+        checks.push(end(&config, scenario.name, started, outcome));
+    }
+
+    if config.wants(SEQUENCES) {
+        let started = begin(&config, SEQUENCES);
+        let universe = Universe::new(settings.check_ownership, caps.can_reopen, current_user());
+        let (f, c, s) = (Arc::clone(&factory), config.clone(), settings.clone());
+        let handle = tokio::runtime::Handle::current();
+        let outcome =
+            tokio::task::spawn_blocking(move || sequences(f, &c, &s, &universe, seed, &handle))
+                .await
+                .unwrap_or_else(|e| failed(format!("the sequences check panicked: {e}")));
+        checks.push(end(&config, SEQUENCES, started, outcome));
+    }
+
+    if config.wants(CONCURRENCY) {
+        let started = begin(&config, CONCURRENCY);
+        let (f, c, s) = (Arc::clone(&factory), config.clone(), settings.clone());
+        let outcome = tokio::task::spawn_blocking(move || concurrency(f, &c, &s, seed))
+            .await
+            .unwrap_or_else(|e| failed(format!("the concurrency check panicked: {e}")));
+        checks.push(end(&config, CONCURRENCY, started, outcome));
+    }
+
+    Report {
+        backend: factory.name(),
+        seed,
+        checks,
+    }
+}
+
+fn begin(config: &Config, check: &str) -> Instant {
+    config.emit(Progress::CheckStarted {
+        check: check.to_owned(),
+    });
+    Instant::now()
+}
+
+fn end(config: &Config, check: &str, started: Instant, outcome: CheckOutcome) -> CheckReport {
+    let took = started.elapsed();
+    config.emit(Progress::CheckFinished {
+        check: check.to_owned(),
+        passed: !matches!(outcome, CheckOutcome::Failed(_)),
+        took,
+    });
+    CheckReport {
+        name: check.to_owned(),
+        outcome,
+        took,
+    }
+}
+
+fn failed(message: String) -> CheckOutcome {
+    CheckOutcome::Failed(Failure {
+        message,
+        sequence: None,
+    })
+}
+
+fn random_seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    // Truncation is fine: any 64 bits of the clock mixed with the pid make a seed.
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// What [`replay`] runs: a saved JSON file or a sequence in memory.
+#[derive(Clone, Debug)]
+pub enum ReplaySource {
+    /// A file written by a failing `sequences` check (a [`SequenceFile`]).
+    File(PathBuf),
+    /// These operations.
+    Ops(Vec<Op>),
+}
+
+impl From<PathBuf> for ReplaySource {
+    fn from(p: PathBuf) -> Self {
+        ReplaySource::File(p)
+    }
+}
+
+impl From<&Path> for ReplaySource {
+    fn from(p: &Path) -> Self {
+        ReplaySource::File(p.to_path_buf())
+    }
+}
+
+impl From<Vec<Op>> for ReplaySource {
+    fn from(ops: Vec<Op>) -> Self {
+        ReplaySource::Ops(ops)
+    }
+}
+
+/// Why [`replay`] could not run a sequence at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a saved sequence.
+    #[error("{} is not a saved conformance sequence: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A `ZSTORE_CONFORMANCE_*` variable is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Runs exactly one operation sequence (from a file saved by a failing run, or given
+/// directly) against a fresh store, with the knobs of [`Config::from_env`].
+///
+/// The report has one check, `replay`, which fails with the same numbered script a failing
+/// `sequences` check prints.
+///
+/// # Errors
+/// A [`ReplayError`] if the file cannot be read or parsed, or the environment is malformed;
+/// a failing sequence is not an error but a failed [`Report`].
+pub async fn replay<F: StoreFactory>(
+    factory: F,
+    source: impl Into<ReplaySource>,
+) -> Result<Report, ReplayError> {
+    replay_with(factory, source, Config::from_env()?).await
+}
+
+/// [`replay`] with explicit knobs.
+///
+/// # Errors
+/// A [`ReplayError`] if the file cannot be read or parsed.
+pub async fn replay_with<F: StoreFactory>(
+    factory: F,
+    source: impl Into<ReplaySource>,
+    config: Config,
+) -> Result<Report, ReplayError> {
+    crate::quiet_panic::install();
+    let (ops, seed) = match source.into() {
+        ReplaySource::Ops(ops) => (ops, config.seed.unwrap_or_default()),
+        ReplaySource::File(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ReplayError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: SequenceFile = serde_json::from_str(&text)
+                .map_err(|source| ReplayError::Parse { path, source })?;
+            (file.ops, file.seed.unwrap_or_default())
+        }
+    };
+    let factory: SharedFactory = Arc::new(Erased(factory));
+    let started = begin(&config, "replay");
+    let outcome = run_case(Arc::clone(&factory), &settings(&config), &ops).await;
+    let check = match outcome.failure {
+        None => CheckOutcome::Passed,
+        Some(message) => CheckOutcome::Failed(Failure {
+            message,
+            sequence: Some(FailingSequence {
+                script: script(&ops, &outcome.notes),
+                saved_to: None,
+                ops,
+            }),
+        }),
+    };
+    Ok(Report {
+        backend: factory.name(),
+        seed,
+        checks: vec![end(&config, "replay", started, check)],
+    })
+}
+
+/// Runs one check on a fresh multi-threaded runtime and panics with the report if it fails.
+/// What the tests generated by [`conformance_tests!`](crate::conformance_tests) call.
+#[doc(hidden)]
+#[track_caller]
+pub fn __run_check_in_test<F: StoreFactory>(factory: F, check: &str) {
+    let mut config = Config::from_env().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(only) = &config.only
+        && !only.iter().any(|o| o == check)
+    {
+        eprintln!("{check}: not selected by ZSTORE_CONFORMANCE_ONLY");
+        return;
+    }
+    config.only = Some(vec![check.to_owned()]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"));
+    let report = runtime.block_on(run(factory, config));
+    for c in &report.checks {
+        if let CheckOutcome::Skipped(why) = &c.outcome {
+            eprintln!("{}: skipped ({why})", c.name);
+        }
+    }
+    report.assert_passed();
+}
