@@ -87,9 +87,14 @@ impl FakeStore {
     /// half-committed results and half-removed ones. Only one `FakeStore` may have a root
     /// open at a time (enforced with `flock` on `<root>/lock`).
     ///
+    /// `root` must be missing, empty, or a root the fake made before (it marks its roots with
+    /// a `store-fake` file): any other directory is refused untouched, since opening empties
+    /// the store's scratch directories.
+    ///
     /// # Errors
-    /// A [`StoreError`] if the root cannot be created or read, is already open, or holds
-    /// something the fake did not put there.
+    /// A [`StoreError`] if the root cannot be created or read, is already open, is a
+    /// non-empty directory that is not a fake store, or holds something the fake did not put
+    /// there.
     pub fn open(root: impl Into<PathBuf>) -> Result<FakeStore, StoreError> {
         Self::builder().root(root).open()
     }

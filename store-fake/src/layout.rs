@@ -1,6 +1,7 @@
 //! Where everything lives under the store's root.
 //!
 //! ```text
+//! <root>/store-fake            marker: this directory is a fake store (and its layout version)
 //! <root>/lock                  held (flock) while a FakeStore is open on the root
 //! <root>/state/                the builder's state_dir; never touched by store operations
 //! <root>/building/<id>/        the build directory of a running build
@@ -21,6 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use store_api::{CacheName, Id, StoreError};
 
 use crate::escape::escape_cache_name;
+
+/// The name of the marker file in the root.
+pub(crate) const MARKER_NAME: &str = "store-fake";
 
 /// The directories that only ever hold uncommitted work, emptied on open.
 pub(crate) const SCRATCH_DIRS: [&str; 4] = ["building", "cache-tmp", "tmp", "trash"];
@@ -66,6 +70,10 @@ impl Layout {
 
     pub(crate) fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    pub(crate) fn marker_file(&self) -> PathBuf {
+        self.root.join(MARKER_NAME)
     }
 
     pub(crate) fn lock_file(&self) -> PathBuf {

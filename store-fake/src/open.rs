@@ -21,7 +21,7 @@ use store_api::{Id, StoreError, User};
 
 use crate::copy::copy_tree;
 use crate::escape::unescape_cache_name;
-use crate::layout::{ALL_DIRS, Layout, SCRATCH_DIRS, io_err, owner_file, version_dir};
+use crate::layout::{ALL_DIRS, Layout, MARKER_NAME, SCRATCH_DIRS, io_err, owner_file, version_dir};
 use crate::remove::remove_tree;
 use crate::state::{CacheRecord, ResultEntry, State};
 
@@ -37,6 +37,7 @@ pub(crate) fn open_root(root: &Path) -> Result<Opened, StoreError> {
     fs::create_dir_all(root).map_err(io_err("creating the store root", root))?;
     let root = fs::canonicalize(root).map_err(io_err("resolving the store root", root))?;
     let layout = Layout::new(root);
+    check_marker(&layout)?;
     let lock = lock_root(&layout)?;
     for dir in ALL_DIRS {
         let path = layout.dir(dir);
@@ -59,6 +60,36 @@ pub(crate) fn open_root(root: &Path) -> Result<Opened, StoreError> {
         lock,
         state,
     })
+}
+
+/// What the marker file holds: this is a fake store root, in this layout.
+const MARKER: &str = "zstore store-fake layout 1\n";
+
+/// Refuses a root that is neither empty nor marked as a fake store, so that opening the wrong
+/// directory never empties its `tmp/` or `trash/`; marks an empty one.
+fn check_marker(layout: &Layout) -> Result<(), StoreError> {
+    let path = layout.marker_file();
+    match fs::read_to_string(&path) {
+        Ok(text) if text == MARKER => Ok(()),
+        Ok(_) => Err(StoreError::backend(format!(
+            "{} is not a store-fake layout this version knows",
+            path.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let root = layout.root();
+            let mut entries = fs::read_dir(root).map_err(io_err("listing", root))?;
+            if entries.next().is_some() {
+                return Err(StoreError::backend(format!(
+                    "{} is not empty and is not a fake store (no {} file); \
+                     refusing to use it as a store root",
+                    root.display(),
+                    MARKER_NAME
+                )));
+            }
+            fs::write(&path, MARKER).map_err(io_err("writing", &path))
+        }
+        Err(e) => Err(StoreError::io("reading", &path, e)),
+    }
 }
 
 fn lock_root(layout: &Layout) -> Result<File, StoreError> {

@@ -222,6 +222,25 @@ fn foreign_entries_are_reported_not_deleted() {
 }
 
 #[test]
+fn a_directory_that_is_not_a_store_is_refused_untouched() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let root = parent.path().join("home");
+    std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+    write(&root.join("tmp/precious"), "keep me");
+    let err = FakeStore::open(&root).expect_err("not a store");
+    assert!(err.to_string().contains("not a fake store"), "{err}");
+    assert_eq!(
+        tree(&root),
+        vec!["tmp".to_owned(), "tmp/precious".to_owned()]
+    );
+
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    drop(FakeStore::open(&empty).expect("an empty directory becomes a store"));
+    FakeStore::open(&empty).expect("and opens again");
+}
+
+#[test]
 fn a_temporary_store_is_removed_with_its_last_handle() {
     let store = FakeStore::new().expect("open");
     let root = store.root().to_owned();
