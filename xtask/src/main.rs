@@ -1,2 +1,80 @@
-//! Work in progress.
-fn main() {}
+//! `cargo xtask`: zstore's project automation (see `cargo xtask --help`).
+//!
+//! - `conformance`: run the store conformance suite on a fresh test pool of a ZFS engine
+//!   (kernel OpenZFS, zfs-fuse, OpenZFS in a qemu guest, or the fake store), with leak checks.
+//! - `pool create|destroy|list`: file-backed test pools for operators.
+//! - `vm build|run|info`: the cached Debian guest with OpenZFS built by zfs-dkms.
+//! - `engines`: which engines this machine has.
+//!
+//! Every external command goes through [`runner::Runner`] (argument vectors, logged with
+//! `tracing`; set `RUST_LOG=xtask=debug` to see each one).
+
+mod cancel;
+mod cli;
+mod commands;
+mod conformance;
+mod engine;
+mod error;
+mod leaks;
+mod pool;
+mod prereq;
+mod procs;
+mod runner;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use error::{EXIT_SETUP, Result};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    // One thread: children spawned with a parent-death signal (qemu) are tied to the thread
+    // that spawned them, and the main thread lives as long as the process.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xtask: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let code = rt.block_on(async {
+        match dispatch(cli.command).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("xtask: error: {e}");
+                e.exit_code()
+            }
+        }
+    });
+    ExitCode::from(code)
+}
+
+async fn dispatch(command: Command) -> Result<u8> {
+    let cancel = cancel::on_signals()?;
+    let runner = runner::Runner::system();
+    match command {
+        Command::Conformance(args) => Ok(conformance::conformance(&runner, &cancel, &args).await),
+        Command::RunSuite(args) => conformance::run_suite(&runner, &cancel, &args).await,
+        Command::Pool(cmd) => commands::pool(&runner, cmd).await,
+        Command::Vm(cmd) => commands::vm(&runner, &cancel, cmd).await,
+        Command::Engines => commands::engines(&runner).await,
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("xtask=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}

@@ -1,0 +1,189 @@
+//! A conformance run on this machine's ZFS (kernel or zfs-fuse) or on the fake store:
+//! prepare the engine, create the pool, run the suite, destroy the pool, undo the engine
+//! preparation, check for leftovers. Cleanup runs on every path, including SIGINT/SIGTERM.
+
+use super::report::{Outcome, PrintProgress, RunReport};
+use super::seam::{self, SuiteOptions, SuiteTarget};
+use crate::cancel::Cancel;
+use crate::cli::SuiteArgs;
+use crate::engine::{self, EngineChoice, LocalEngine};
+use crate::error::{Result, XtaskError};
+use crate::leaks::{self, Footprint};
+use crate::pool::{self, PoolDir, PoolName, PoolRecord};
+use crate::runner::Runner;
+
+/// Runs the suite on a local engine (`auto`, `kernel`, `zfs-fuse` or `fake`).
+pub async fn run(
+    runner: &Runner,
+    cancel: &Cancel,
+    choice: EngineChoice,
+    args: &SuiteArgs,
+) -> RunReport {
+    let opts = SuiteOptions {
+        cases: args.cases,
+        seed: args.seed,
+        replay: args.replay.clone(),
+    };
+    if choice == EngineChoice::Fake {
+        let outcome = suite(cancel, &SuiteTarget::Fake, &opts).await;
+        return RunReport {
+            engine: "fake (in-memory store, no ZFS)".into(),
+            pool: None,
+            outcome,
+            leaks: Some(Default::default()),
+        };
+    }
+    let engine = match engine::prepare_local(runner, choice).await {
+        Ok(e) => e,
+        Err(e) => return error_report(format!("{choice:?}"), None, e),
+    };
+    eprintln!("xtask: engine: {}", engine.describe());
+    let described = engine.describe();
+    let mut fp = Footprint {
+        daemon: engine.started_daemon(),
+        ..Footprint::default()
+    };
+    let (outcome, pool_name) = with_pool(runner, cancel, &engine, args, &opts, &mut fp).await;
+    let finished = engine.finish(args.keep).await;
+    let leaks = if args.keep {
+        eprintln!("xtask: --keep: leak check skipped");
+        None
+    } else {
+        let report = leaks::check(runner, &fp).await;
+        report.print("host");
+        Some(report)
+    };
+    let outcome = match (outcome, finished) {
+        (Outcome::Completed { .. } | Outcome::NotWired { .. }, Err(e)) => error_outcome(e),
+        (o, _) => o,
+    };
+    RunReport {
+        engine: described,
+        pool: pool_name,
+        outcome,
+        leaks,
+    }
+}
+
+/// Creates (or checks) the pool, runs the suite, destroys the pool it created.
+async fn with_pool(
+    runner: &Runner,
+    cancel: &Cancel,
+    engine: &LocalEngine,
+    args: &SuiteArgs,
+    opts: &SuiteOptions,
+    fp: &mut Footprint,
+) -> (Outcome, Option<String>) {
+    let dir = PoolDir::resolve(args.pool_dir.as_deref());
+    let (name, mountpoint, created) = match &args.pool {
+        Some(name) => match existing_pool(runner, name, args.allow_nonempty).await {
+            Ok(mnt) => (name.clone(), mnt, None),
+            Err(e) => return (error_outcome(e), Some(name.to_string())),
+        },
+        None => match new_pool(runner, &dir, engine, args).await {
+            Ok((name, rec)) => {
+                fp.pools.push(rec.name.clone());
+                fp.files
+                    .extend([rec.vdev.clone(), dir.root().join(format!("{name}.json"))]);
+                fp.dirs.push(rec.mountpoint.clone());
+                (name, rec.mountpoint.clone(), Some(rec))
+            }
+            Err(e) => return (error_outcome(e), None),
+        },
+    };
+    eprintln!("xtask: pool {name} mounted at {}", mountpoint.display());
+    if cancel.is_cancelled() {
+        // Interrupted while the pool was being made: skip the suite, still clean up below.
+        eprintln!("xtask: interrupted before the suite started");
+    }
+    let target = SuiteTarget::Zfs {
+        pool: name.to_string(),
+        mountpoint,
+        kind: engine.kind(),
+    };
+    let outcome = if cancel.is_cancelled() {
+        error_outcome(XtaskError::Interrupted)
+    } else {
+        suite(cancel, &target, opts).await
+    };
+    if let Some(rec) = created {
+        if args.keep {
+            eprintln!(
+                "xtask: --keep: pool {} kept (vdev {}); remove it with: cargo xtask pool destroy {}",
+                rec.name,
+                rec.vdev.display(),
+                rec.name
+            );
+        } else if let Err(e) = pool::destroy(runner, &dir, &name).await {
+            eprintln!("xtask: destroying pool {name} failed: {e}");
+            return (error_outcome(e), Some(name.to_string()));
+        }
+    }
+    (outcome, Some(name.to_string()))
+}
+
+async fn new_pool(
+    runner: &Runner,
+    dir: &PoolDir,
+    engine: &LocalEngine,
+    args: &SuiteArgs,
+) -> Result<(PoolName, PoolRecord)> {
+    let size = pool::parse_size(&args.size)?;
+    let name = pool::fresh_name(runner, dir, &pool::prefix(args.prefix.as_deref())).await?;
+    let record = pool::create(runner, dir, &name, size, &engine.kind().to_string()).await?;
+    Ok((name, record))
+}
+
+/// Checks an operator-given pool: it must exist and (unless allowed) hold nothing.
+async fn existing_pool(
+    runner: &Runner,
+    name: &PoolName,
+    allow_nonempty: bool,
+) -> Result<std::path::PathBuf> {
+    if !pool::exists(runner, name).await? {
+        return Err(XtaskError::Invalid(format!("--pool {name}: no such pool")));
+    }
+    if !allow_nonempty {
+        if let Some(why) = pool::why_not_empty(runner, name).await? {
+            return Err(XtaskError::Invalid(format!(
+                "--pool {name} already holds data ({why}); the suite would write into it. \
+                 Use an empty pool, or pass --allow-nonempty"
+            )));
+        }
+    }
+    let mnt = pool::property(runner, name.as_str(), "mountpoint").await?;
+    if !mnt.starts_with('/') {
+        return Err(XtaskError::Invalid(format!(
+            "--pool {name} is not mounted (mountpoint={mnt})"
+        )));
+    }
+    Ok(mnt.into())
+}
+
+async fn suite(cancel: &Cancel, target: &SuiteTarget, opts: &SuiteOptions) -> Outcome {
+    let mut progress = PrintProgress::new();
+    match cancel
+        .run(seam::run_suite(target, opts, &mut progress))
+        .await
+    {
+        Ok(report) => Outcome::Completed { report },
+        Err(XtaskError::NotWired(reason)) => Outcome::NotWired { reason },
+        Err(e) => error_outcome(e),
+    }
+}
+
+fn error_outcome(e: XtaskError) -> Outcome {
+    Outcome::Error {
+        message: e.to_string(),
+        exit_code: e.exit_code(),
+    }
+}
+
+fn error_report(engine: String, pool: Option<String>, e: XtaskError) -> RunReport {
+    RunReport {
+        engine,
+        pool,
+        outcome: error_outcome(e),
+        leaks: None,
+    }
+}

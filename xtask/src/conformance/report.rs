@@ -1,0 +1,256 @@
+//! Results of a conformance run: per-case results, the run report (also the JSON the guest
+//! hands back to the host), progress lines, the summary table and the final line.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::seam::Progress;
+use crate::error::{EXIT_FAILED, EXIT_NOT_WIRED, EXIT_OK};
+use crate::leaks::LeakReport;
+
+/// One case's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// The case name.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How long it took.
+    pub secs: f64,
+    /// Why it failed (or a note).
+    pub message: Option<String>,
+}
+
+/// What the suite reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SuiteReport {
+    /// Every case, in the order run.
+    pub cases: Vec<CaseResult>,
+    /// The seed used, to repeat the run.
+    pub seed: Option<u64>,
+}
+
+impl SuiteReport {
+    /// Cases that passed.
+    pub fn passed(&self) -> usize {
+        self.cases.iter().filter(|c| c.passed).count()
+    }
+    /// Cases that failed.
+    pub fn failed(&self) -> usize {
+        self.cases.len() - self.passed()
+    }
+}
+
+/// How the run as a whole went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The suite ran (cases may still have failed).
+    Completed {
+        /// The suite's report.
+        report: SuiteReport,
+    },
+    /// The seam is not wired; nothing was tested.
+    NotWired {
+        /// The explanation.
+        reason: String,
+    },
+    /// Set-up or the suite itself failed before producing a report.
+    Error {
+        /// The error message.
+        message: String,
+        /// The exit status it maps to.
+        exit_code: u8,
+    },
+}
+
+/// A run's full report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The engine, as described to humans.
+    pub engine: String,
+    /// The pool used, if any.
+    pub pool: Option<String>,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The leak check (None if skipped, e.g. with --keep).
+    pub leaks: Option<LeakReport>,
+}
+
+impl RunReport {
+    /// The process exit status this report calls for.
+    pub fn exit_code(&self) -> u8 {
+        let leaked = self.leaks.as_ref().is_some_and(|l| !l.clean());
+        match &self.outcome {
+            Outcome::Completed { report } if report.failed() == 0 && !leaked => EXIT_OK,
+            Outcome::Completed { .. } => EXIT_FAILED,
+            Outcome::NotWired { .. } if leaked => EXIT_FAILED,
+            Outcome::NotWired { .. } => EXIT_NOT_WIRED,
+            Outcome::Error { exit_code, .. } => *exit_code,
+        }
+    }
+
+    /// The summary table (failures first, then passes), on stdout.
+    pub fn print_table(&self) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "engine: {}", self.engine);
+        if let Some(p) = &self.pool {
+            let _ = writeln!(out, "pool:   {p}");
+        }
+        if let Outcome::Completed { report } = &self.outcome {
+            if !report.cases.is_empty() {
+                let width = report
+                    .cases
+                    .iter()
+                    .map(|c| c.name.len())
+                    .max()
+                    .unwrap_or(4)
+                    .max(4);
+                let _ = writeln!(out, "{:<width$}  result  time", "case");
+                let mut cases: Vec<&CaseResult> = report.cases.iter().collect();
+                cases.sort_by_key(|c| c.passed);
+                for c in cases {
+                    let _ = writeln!(
+                        out,
+                        "{:<width$}  {:<6}  {:>6.2} s{}",
+                        c.name,
+                        if c.passed { "ok" } else { "FAILED" },
+                        c.secs,
+                        c.message
+                            .as_deref()
+                            .map(|m| format!("  {m}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if let Some(seed) = report.seed {
+                let _ = writeln!(out, "seed: {seed} (repeat with --seed {seed})");
+            }
+        }
+    }
+
+    /// The last line of every conformance run, on stdout.
+    pub fn print_final_line(&self) {
+        let leaks = match &self.leaks {
+            Some(l) if !l.clean() => {
+                format!(" ({} leftover(s), see leak check)", l.leftovers.len())
+            }
+            _ => String::new(),
+        };
+        match &self.outcome {
+            Outcome::Completed { report } => {
+                println!(
+                    "conformance: {} passed, {} failed{leaks}",
+                    report.passed(),
+                    report.failed()
+                );
+            }
+            Outcome::NotWired { reason } => {
+                println!("conformance: suite not wired yet, nothing tested{leaks} ({reason})");
+            }
+            Outcome::Error { message, .. } => println!("conformance: error: {message}{leaks}"),
+        }
+    }
+}
+
+/// Prints one line per finished case: `[n] name ... ok (0.12 s)`.
+#[derive(Debug)]
+#[allow(dead_code, reason = "fed by the suite once the seam is wired")]
+pub struct PrintProgress {
+    done: usize,
+    started: Option<Instant>,
+}
+
+impl PrintProgress {
+    /// A new printer.
+    pub fn new() -> Self {
+        PrintProgress {
+            done: 0,
+            started: None,
+        }
+    }
+}
+
+impl Default for PrintProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for PrintProgress {
+    fn case_started(&mut self, _name: &str) {
+        self.started = Some(Instant::now());
+    }
+
+    fn case_finished(&mut self, r: &CaseResult) {
+        self.done += 1;
+        println!(
+            "[{:>3}] {} ... {} ({:.2} s)",
+            self.done,
+            r.name,
+            if r.passed { "ok" } else { "FAILED" },
+            r.secs
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(name: &str, passed: bool) -> CaseResult {
+        CaseResult {
+            name: name.into(),
+            passed,
+            secs: 0.1,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut r = RunReport {
+            engine: "zfs-fuse".into(),
+            pool: None,
+            outcome: Outcome::Completed {
+                report: SuiteReport {
+                    cases: vec![case("a", true)],
+                    seed: Some(1),
+                },
+            },
+            leaks: Some(LeakReport::default()),
+        };
+        assert_eq!(r.exit_code(), EXIT_OK);
+        r.leaks = Some(LeakReport {
+            leftovers: vec!["pool x".into()],
+        });
+        assert_eq!(r.exit_code(), EXIT_FAILED, "a leak fails the run");
+        r.leaks = None;
+        r.outcome = Outcome::NotWired { reason: "x".into() };
+        assert_eq!(r.exit_code(), EXIT_NOT_WIRED, "not wired never passes");
+        r.outcome = Outcome::Completed {
+            report: SuiteReport {
+                cases: vec![case("a", true), case("b", false)],
+                seed: None,
+            },
+        };
+        assert_eq!(r.exit_code(), EXIT_FAILED);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = RunReport {
+            engine: "kernel OpenZFS".into(),
+            pool: Some("zt-x1".into()),
+            outcome: Outcome::NotWired {
+                reason: "later".into(),
+            },
+            leaks: Some(LeakReport::default()),
+        };
+        let text = serde_json::to_string(&r).expect("encode");
+        assert!(text.contains(r#""status":"not-wired""#), "{text}");
+        assert_eq!(serde_json::from_str::<RunReport>(&text).expect("decode"), r);
+    }
+}

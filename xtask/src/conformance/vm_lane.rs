@@ -1,0 +1,204 @@
+//! `--engine vm`: the same suite code, run inside the OpenZFS guest.
+//!
+//! The host copies its own xtask executable into the VM's control directory and boots the
+//! guest with `xtask run-suite --engine kernel --report /mnt/zstore-ctl/report.json ...` as the
+//! command (host and guest are both Debian bookworm, so the binary runs unchanged). Inside,
+//! that is an ordinary local run on kernel OpenZFS: pool creation, suite, pool destruction and
+//! leak check are the code the host lanes use. The guest's output streams to the terminal; its
+//! JSON report comes back through the control directory, and the host adds its own leak check
+//! (qemu gone, control directory removed) before printing the final line.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::report::{Outcome, RunReport};
+use crate::cancel::Cancel;
+use crate::cli::ConformanceArgs;
+use crate::error::{EXIT_TIMEOUT, EXIT_VM_FAILED, Result, XtaskError};
+use crate::leaks::{self, Footprint, LeakReport};
+use crate::pool;
+use crate::runner::Runner;
+use crate::vm::{self, BuildOptions, GUEST_CTL, GuestExit, VmSpec};
+
+/// Runs the suite in the guest and returns the combined report.
+pub async fn run(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> RunReport {
+    match run_inner(runner, cancel, args).await {
+        Ok(r) => r,
+        Err(e) => RunReport {
+            engine: "vm (OpenZFS in qemu)".into(),
+            pool: None,
+            outcome: Outcome::Error {
+                message: e.to_string(),
+                exit_code: e.exit_code(),
+            },
+            leaks: None,
+        },
+    }
+}
+
+async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> Result<RunReport> {
+    let s = &args.suite;
+    if s.pool.is_some() {
+        return Err(XtaskError::Invalid(
+            "--pool names a host pool; --engine vm creates its pool inside the guest".into(),
+        ));
+    }
+    pool::parse_size(&s.size)?;
+    let image = vm::image::ensure(
+        runner,
+        cancel,
+        BuildOptions {
+            rebuild: args.vm.rebuild_image,
+            no_module_cache: false,
+        },
+    )
+    .await?;
+    let exe = std::env::current_exe()
+        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?;
+    let ctl = PathBuf::from(GUEST_CTL);
+    let mut argv: Vec<OsString> = vec![
+        ctl.join("xtask").into(),
+        "run-suite".into(),
+        "--engine".into(),
+        "kernel".into(),
+        "--report".into(),
+        ctl.join("report.json").into(),
+        "--size".into(),
+        s.size.clone().into(),
+        "--prefix".into(),
+        pool::prefix(s.prefix.as_deref()).into(),
+    ];
+    if let Some(n) = s.cases {
+        argv.extend(["--cases".into(), n.to_string().into()]);
+    }
+    if let Some(seed) = s.seed {
+        argv.extend(["--seed".into(), seed.to_string().into()]);
+    }
+    if s.keep {
+        // The guest is thrown away anyway; --keep only skips the in-guest pool destroy.
+        argv.push("--keep".into());
+    }
+    let mut spec = VmSpec::new(argv);
+    spec.files.push((exe, "xtask".into()));
+    if let Some(replay) = &s.replay {
+        spec.files.push((replay.clone(), "replay".into()));
+        spec.argv
+            .extend(["--replay".into(), ctl.join("replay").into()]);
+    }
+    spec.fetch.push("report.json".into());
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        spec.env.push(("RUST_LOG".into(), filter));
+    }
+    spec.mem_mib = args.vm.vm_mem;
+    if let Some(c) = args.vm.vm_cpus {
+        spec.cpus = c;
+    }
+    spec.timeout = Duration::from_secs(args.vm.vm_timeout);
+    spec.boot_timeout = Duration::from_secs(args.vm.vm_boot_timeout);
+    spec.verbose = args.vm.vm_verbose;
+
+    eprintln!(
+        "xtask: booting the OpenZFS guest (kernel {}, zfs {}; qemu TCG, {} MiB, {} vCPU)",
+        image.manifest.kernel, image.manifest.zfs, spec.mem_mib, spec.cpus
+    );
+    let outcome = vm::run::run(runner, cancel, &image, &spec).await?;
+    match outcome.boot_to_ready {
+        Some(t) => eprintln!(
+            "xtask: VM: boot-to-ready {:.1} s; guest phases after qemu start: {}; VM wall time {:.1} s",
+            t.as_secs_f64(),
+            outcome.phase_summary(),
+            outcome.wall.as_secs_f64()
+        ),
+        None => eprintln!(
+            "xtask: VM: guest never got ready; wall time {:.1} s",
+            outcome.wall.as_secs_f64()
+        ),
+    }
+    let host_leaks = leaks::check(
+        runner,
+        &Footprint {
+            qemu_marker: Some(outcome.marker.clone()),
+            dirs: vec![PathBuf::from(&outcome.marker)],
+            files: vec![PathBuf::from(&outcome.marker)],
+            ..Footprint::default()
+        },
+    )
+    .await;
+    host_leaks.print("host, VM lane");
+    let guest_report: Option<RunReport> = outcome
+        .fetched
+        .get("report.json")
+        .and_then(|b| serde_json::from_slice(b).ok());
+    let engine = format!(
+        "vm: {} in qemu (guest kernel {})",
+        guest_report
+            .as_ref()
+            .map_or("OpenZFS", |r| r.engine.as_str()),
+        image.manifest.kernel
+    );
+    let vm_error = |message: String, exit_code: u8| Outcome::Error { message, exit_code };
+    let (outcome_, pool, guest_leaks) = match (outcome.exit, guest_report) {
+        (GuestExit::Exited(_), Some(r)) => (r.outcome, r.pool, r.leaks),
+        (GuestExit::Exited(code), None) => (
+            vm_error(
+                format!("the guest command exited with {code} without writing a report"),
+                EXIT_VM_FAILED,
+            ),
+            None,
+            None,
+        ),
+        (GuestExit::SetupFailed(why), _) => (
+            vm_error(format!("guest set-up failed: {why}"), EXIT_VM_FAILED),
+            None,
+            None,
+        ),
+        (GuestExit::NoStatus(tail), _) => (
+            vm_error(
+                format!("the VM ended without a status; console:\n{tail}"),
+                EXIT_VM_FAILED,
+            ),
+            None,
+            None,
+        ),
+        (GuestExit::BootTimeout, _) => (
+            vm_error(
+                format!(
+                    "the guest was not ready within {} s",
+                    args.vm.vm_boot_timeout
+                ),
+                EXIT_TIMEOUT,
+            ),
+            None,
+            None,
+        ),
+        (GuestExit::Timeout, _) => (
+            vm_error(
+                format!("the VM exceeded --vm-timeout {} s", args.vm.vm_timeout),
+                EXIT_TIMEOUT,
+            ),
+            None,
+            None,
+        ),
+    };
+    let mut leftovers: Vec<String> = guest_leaks
+        .map(|l| {
+            l.leftovers
+                .into_iter()
+                .map(|l| format!("guest: {l}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    leftovers.extend(
+        host_leaks
+            .leftovers
+            .into_iter()
+            .map(|l| format!("host: {l}")),
+    );
+    Ok(RunReport {
+        engine,
+        pool,
+        outcome: outcome_,
+        leaks: Some(LeakReport { leftovers }),
+    })
+}
