@@ -1,1 +1,187 @@
-//! Work in progress.
+//! A [`store_api::Store`] on ZFS: build results are snapshots, bases are clones, caches are
+//! generation datasets. Works on OpenZFS 2.x and on zfs-fuse 0.7 (pool version 23), detecting
+//! which at open ([`Engine`]).
+//!
+//! ```no_run
+//! use store_api::{Id, Store, StoreExt};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = store_zfs::ZfsStore::create("tank/zstore").await?;
+//! let id = Id::new("base")?;
+//! store.build(None, &id, |dir| async move { std::fs::write(dir.join("out"), "ok") }).await?;
+//! assert!(store.result(&id).await?.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! # Opening
+//!
+//! [`ZfsStore::create`] takes a pool (`tank`: the pool `tank`), a mount path (`/tank`,
+//! `/mnt/tank`: the pool named by the last component, or failing that the dataset mounted at
+//! that path, e.g. `/tank/zstore`) or a dataset below a pool's root (`tank/zstore`). It checks
+//! that it exists, is a ZFS filesystem and is mounted, and says which of these failed. It then
+//! detects the engine once (`zfs version`: exit 0 is OpenZFS, exit 2 "unrecognized command"
+//! is zfs-fuse), creates the layout if missing, rebuilds its in-memory index from one
+//! `zfs list` and repairs what an interrupted process left (see *Crash safety*).
+//!
+//! # Layout (an interface: operators read and pre-seed it)
+//!
+//! With `R` the store's root dataset:
+//!
+//! | dataset | what |
+//! |---|---|
+//! | `R/state` | [`state_dir`](store_api::Store::state_dir); never touched by the store |
+//! | `R/result/<id>` + `@snap` | the result of `<id>`; `canmount=noauto`; the build ran inside it, so the log is `<mountpoint>/log` |
+//! | `R/result/<id>:<n>` | the same, when `R/result/<id>` is still taken by a deleted result that clones depend on (`n` = 1, 2, …; `:` never occurs in an id) |
+//! | `R/result/…` with `zstore:deleted=on` | a deleted result kept only while clones of its `@snap` exist; destroyed with its last dependent |
+//! | `R/cache/<component>` | a cache's container (`canmount=off`); `<component>` is the escaped cache name |
+//! | `R/cache/<component>/g<N>` + `@v<N>` | generation `N` of the cache; the **highest `N` that has its own `@v<N>` snapshot is the cache's content** |
+//! | `R/cache/<component>/g<M>` without `@v<M>` | a copy handed out by [`cache`](store_api::Store::cache) (a clone of the published `@v<N>`) |
+//!
+//! A result is exactly "a dataset `R/result/<leaf>` that has `@snap` and not `zstore:deleted=on`";
+//! anything under `R/result` without `@snap` is an interrupted build and is destroyed at open.
+//!
+//! Results are exposed read-only at their own mountpoint, mounted with `zfs mount -o ro`
+//! (zfs-fuse has no `.zfs/snapshot`, and its `readonly=on` does not stop appends; the kernel's
+//! `ro` mount does). Nothing is written there after the snapshot, so the mount shows exactly
+//! `@snap`; builds from it clone `@snap`, so even a write that slipped through could not reach
+//! them.
+//!
+//! ## Cache names
+//!
+//! Cache names are any UTF-8 (1–128 bytes, no NUL). The container component is `c-` followed
+//! by the name with every byte other than ASCII letters, digits, `-`, `_`, `.` written as
+//! `:xx` (lower-case hex; `:` itself is escaped): `opam-archives` → `c-opam-archives`,
+//! `c:/windows/cache` → `c-c:3a:2fwindows:2fcache`, `-R` → `c--R`, `pool/other` →
+//! `c-pool:2fother`. This is injective and reversible, and only uses characters ZFS accepts
+//! (a property test checks both). A name whose escaped form exceeds 128 bytes gets the
+//! component `h-<first ≤96 escaped bytes>-<n>` (the first `n` not taken) and keeps its full
+//! escaped name in the container's user property `zstore:name`.
+//!
+//! ## Pre-seeding a cache by hand
+//!
+//! With the store closed (the index is read at open):
+//!
+//! ```text
+//! zfs create -o canmount=off tank/zstore/cache/c-opam-archives
+//! zfs create -o canmount=noauto tank/zstore/cache/c-opam-archives/g1
+//! zfs mount tank/zstore/cache/c-opam-archives/g1
+//! cp -a archives/. /tank/zstore/cache/c-opam-archives/g1/
+//! chown -R 1000:1000 /tank/zstore/cache/c-opam-archives/g1
+//! zfs unmount tank/zstore/cache/c-opam-archives/g1
+//! zfs snapshot tank/zstore/cache/c-opam-archives/g1@v1
+//! ```
+//!
+//! # Mounts
+//!
+//! zfs-fuse serves at most 1000 mounted filesystems per daemon (and then silently stops
+//! mounting), so the store never mounts everything. Everything it creates is
+//! `canmount=noauto` (not mounted by `zfs mount -a`). Mounted are only: the groups; each
+//! running build's dataset; each cache copy that is out; and results that
+//! [`result`](store_api::Store::result) returned, read-only, at most
+//! [`ZFS_FUSE_MOUNT_CAP`] on zfs-fuse (no cap on OpenZFS; configurable with
+//! [`ZfsOptions::max_mounted_results`]). Past the cap the least recently returned result is
+//! unmounted; calling `result()` again mounts it again (the path does not change). Published
+//! cache generations and deleted results are unmounted. After every create or clone the
+//! store checks the mount table, so a silently failed mount is an error, never a path into
+//! the parent dataset.
+//!
+//! # Command costs
+//!
+//! "Syncing" commands change the pool and wait for a transaction group (`create`, `clone`,
+//! `snapshot`, `destroy`, `promote`, `set`); `mount`, `unmount`, `list` and `get` are cheap,
+//! and reading the mount table starts no process.
+//!
+//! | operation | syncing | other commands |
+//! |---|---|---|
+//! | `result` (hit, mounted) / (miss) | 0 | none, no process |
+//! | `result` (hit, not mounted) | 0 | `mount -o ro` |
+//! | `build` from a base | 2: `clone`, `snapshot` | `unmount`, `mount -o ro` (+ `mount` on OpenZFS, where clones of `canmount=noauto` are not mounted) |
+//! | `build` without base | 2: `create`, `snapshot` | `mount`, `unmount`, `mount -o ro` |
+//! | `build` failing | 2: `clone`/`create`, `destroy -r` | `unmount` (+ mounts as above) |
+//! | `delete`, nothing depends on it | 1: `destroy -r` (+1 per deleted origin it frees) | `unmount` |
+//! | `delete`, clones depend on it | 1: `set zstore:deleted=on` | `unmount` |
+//! | `cache`, existing cache | 1: `clone` | (`mount` on OpenZFS) |
+//! | `cache`, new cache | 2: `create` container, `create` `g1` (container only once) | `mount` |
+//! | release that publishes | 3: `snapshot`, `promote`, `destroy -R` of the old version (1 for a cache's first version) | `unmount` |
+//! | release that discards / drop | 1: `destroy` (+1 `destroy` of an old version snapshot when its last copy goes) | `unmount` |
+//! | `delete_cache` | 1: `destroy -r` | `unmount` of mounted copies |
+//! | `df` | 0 | `zfs get used,available` |
+//! | `complete_deletes` | 0 | none (zfs-fuse), `zpool wait -t free` (OpenZFS) |
+//!
+//! No operation lists datasets: their cost does not grow with the number of results. Open
+//! costs one `zfs list` of the store plus repairs.
+//!
+//! # Concurrency and cancellation
+//!
+//! All methods take `&self` and may run concurrently. Builds of different ids run in
+//! parallel, including many from one base. Operations on one cache run one at a time (a
+//! per-cache lock). Every multi-command step (preparing and committing a build, acquiring,
+//! releasing, deleting) runs in a task of its own, so dropping the caller's future never
+//! stops it half-way; a dropped build is then destroyed (its snapshot, if it got one, is
+//! never recorded), a lease acquired for a dropped caller is discarded, and a release runs
+//! to its end. One process per store.
+//!
+//! # Crash safety
+//!
+//! The commit point of a build is its `zfs snapshot …@snap`; of a cache release, the
+//! `zfs snapshot …/g<M>@v<M>` of the copy. Everything before is invisible; everything after
+//! is housekeeping that open redoes. Step by step (a crash *after* the step named):
+//!
+//! **build**: `clone`/`create` → a dataset without `@snap`: open destroys it, the id has no
+//! result. `mount`/`unmount` → same. `snapshot` → a complete result (the build function had
+//! finished): open keeps it, unmounting a read-write mount so it is remounted read-only on
+//! demand. `mount -o ro` → a complete result.
+//!
+//! **delete**: `unmount` → the result is intact. `destroy -r` (snapshot gone, dataset not
+//! yet) → no `@snap`: destroyed at open, the id has no result. `set zstore:deleted=on` →
+//! hidden; open destroys it once nothing is cloned from it, and its origin chain with it.
+//!
+//! **cache acquire**: container `create` → an empty container: open destroys it (the cache
+//! had no version). `clone`/`create` of `g<M>` → no `@v<M>`: open destroys it; the cache
+//! stays at its version.
+//!
+//! **cache release (publish)**: `unmount` → copy not published (destroyed at open).
+//! `snapshot g<M>@v<M>` → **published**: `M` is now the highest generation with its own
+//! snapshot, so open sees version `M` whatever else remains. `promote g<M>` → the old
+//! generation is a snapshot-less clone: open destroys it. `destroy -R` → done. Open's repair
+//! for a cache: destroy unpublished generations, promote the published one until it has no
+//! origin inside the cache, destroy the other generations and every snapshot but `@v<N>`.
+//! The old version stays intact until the new one is committed, and a version is one
+//! snapshot: a crash leaves the old or the new one, never empty and never a mix.
+//!
+//! **cache discard / stale release**: `unmount`, `destroy` → the copy is gone or destroyed at
+//! open; the cache never changes.
+//!
+//! **delete_cache**: one `destroy -r`, which ZFS carries out dataset by dataset: after a
+//! crash either `@v<N>` of the published generation still exists (the cache is at its old
+//! version, repaired as above) or it does not (the cache is gone; the rest is destroyed at
+//! open). Generation numbers only grow, so an older generation can never come back as the
+//! published one: each published version is cloned from the one before it and gets a higher
+//! number, and promotes keep old snapshots' `@v<K>` names distinct from `@v<N>`.
+//!
+//! A zfs-fuse daemon crash is outside this argument: restart it and `zfs mount` the store
+//! root (the store mounts its groups and results itself).
+
+mod build;
+mod cache;
+mod cache_state;
+mod cli;
+mod engine;
+mod layout;
+mod locate;
+mod mounts;
+mod names;
+mod open;
+mod results;
+pub mod runner;
+mod space;
+mod state;
+mod store;
+pub mod testing;
+
+pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_transient_busy};
+pub use engine::Engine;
+pub use layout::{DELETED_PROPERTY, MAX_ROOT_LEN, RESULT_SNAP};
+pub use names::{NAME_PROPERTY, escape as escape_cache_name, unescape as unescape_cache_name};
+pub use open::ZFS_FUSE_MOUNT_CAP;
+pub use runner::{Cmd, CmdOutput, Program, RunError, Runner, SystemRunner};
+pub use store::{ZfsOptions, ZfsStore};

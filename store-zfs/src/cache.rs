@@ -1,0 +1,324 @@
+//! Caches: acquire a copy (a clone of the published version), release it (publish with one
+//! snapshot, or discard), drop it, delete the cache.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use store_api::{
+    CacheCopy, CacheLease, CacheName, DeleteCacheError, ReleaseOutcome, StoreError, User,
+};
+
+use crate::build::NOAUTO;
+use crate::cache_state::{CacheEntry, CacheState, CopyOut};
+use crate::mounts;
+use crate::names::{MAX_COMPONENT, NAME_PROPERTY, escape, long_component};
+use crate::results::ensure_mounted;
+use crate::state::{Shared, join, lock, spawn_detached};
+
+/// The entry for `name`, made on first use.
+pub fn entry(inner: &Shared, name: &CacheName) -> Arc<CacheEntry> {
+    lock(&inner.caches)
+        .entry(name.clone())
+        .or_insert_with(|| {
+            Arc::new(CacheEntry::new(
+                name.clone(),
+                CacheState {
+                    next_gen: 1,
+                    ..CacheState::default()
+                },
+            ))
+        })
+        .clone()
+}
+
+/// Picks the container component for a cache that has none: its escaped name, or for long
+/// names the first free `h-<prefix>-<n>`.
+fn new_component(inner: &Shared, name: &CacheName) -> String {
+    let esc = escape(name.as_str());
+    if esc.len() <= MAX_COMPONENT {
+        return esc;
+    }
+    let caches = lock(&inner.caches);
+    let taken: std::collections::HashSet<String> = caches
+        .values()
+        .filter(|e| e.name != *name)
+        .filter_map(|e| lock(&e.st).component.clone())
+        .collect();
+    (0..)
+        .map(|n| long_component(&esc, n))
+        .find(|c| !taken.contains(c))
+        .unwrap_or_else(|| long_component(&esc, u64::MAX))
+}
+
+/// `cache(user, name)`. Runs in a task of its own: if the caller is dropped, the lease it
+/// would have returned is dropped there, which discards the copy.
+pub async fn acquire(
+    inner: &Shared,
+    user: User,
+    name: &CacheName,
+) -> Result<CacheLease, StoreError> {
+    let inner = inner.clone();
+    let entry = entry(&inner, name);
+    join(spawn_detached(async move {
+        let _op = entry.op.lock().await;
+        reap_doomed(&inner, &entry).await;
+        acquire_locked(&inner, &entry, user).await
+    }))
+    .await
+}
+
+async fn acquire_locked(
+    inner: &Shared,
+    entry: &Arc<CacheEntry>,
+    user: User,
+) -> Result<CacheLease, StoreError> {
+    let (component, current, generation) = {
+        let mut st = lock(&entry.st);
+        let g = st.next_gen;
+        st.next_gen += 1;
+        (st.component.clone(), st.current, g)
+    };
+    let component = match component {
+        Some(c) => c,
+        None => {
+            let c = new_component(inner, &entry.name);
+            let mut props = vec!["canmount=off".to_owned()];
+            if c.starts_with("h-") {
+                props.push(format!("{NAME_PROPERTY}={}", escape(entry.name.as_str())));
+            }
+            inner
+                .zfs
+                .create(&inner.layout.container(&c), &props)
+                .await?;
+            lock(&entry.st).component = Some(c.clone());
+            c
+        }
+    };
+    let ds = inner.layout.generation(&component, generation);
+    let dir = inner.layout.generation_dir(&component, generation);
+    let props = [NOAUTO.to_owned()];
+    match current {
+        Some(v) => {
+            let snap = inner.layout.version_snap(&component, v, v);
+            inner.zfs.clone_snapshot(&snap, &ds, &props).await?;
+        }
+        None => inner.zfs.create(&ds, &props).await?,
+    }
+    let ready = async {
+        ensure_mounted(&inner.zfs, &ds, &dir, false).await?;
+        if current.is_none() {
+            std::os::unix::fs::chown(&dir, Some(user.uid()), Some(user.gid()))
+                .map_err(|e| StoreError::io("giving the new cache to its user", &dir, e))?;
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    if let Err(e) = ready {
+        if let Err(e2) = destroy_copy(inner, &ds).await {
+            tracing::warn!(%ds, error = %e2, "cannot destroy a failed cache copy; left for the next open");
+        }
+        return Err(e);
+    }
+    lock(&entry.st)
+        .copies
+        .insert(generation, CopyOut { base: current });
+    Ok(CacheLease::new(
+        entry.name.clone(),
+        dir,
+        Box::new(ZfsCacheCopy {
+            inner: inner.clone(),
+            entry: entry.clone(),
+            generation,
+        }),
+    ))
+}
+
+async fn destroy_copy(inner: &Shared, ds: &str) -> Result<(), StoreError> {
+    inner.zfs.unmount(ds).await?;
+    inner.zfs.destroy(ds, None).await
+}
+
+/// Destroys copy `generation` taken from `base`, then the old version snapshot it pinned if
+/// no other copy uses it. Caller holds the op lock and has removed the copy from `copies`.
+async fn discard_locked(
+    inner: &Shared,
+    entry: &CacheEntry,
+    generation: u64,
+    copy: CopyOut,
+) -> Result<(), StoreError> {
+    let Some(component) = lock(&entry.st).component.clone() else {
+        return Ok(());
+    };
+    destroy_copy(inner, &inner.layout.generation(&component, generation)).await?;
+    let (current, pinned) = {
+        let st = lock(&entry.st);
+        (
+            st.current,
+            copy.base
+                .filter(|b| Some(*b) != st.current && !st.version_in_use(*b)),
+        )
+    };
+    if let (Some(cur), Some(old)) = (current, pinned) {
+        inner
+            .zfs
+            .destroy(&inner.layout.version_snap(&component, cur, old), None)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Destroys the copies dropped since the last operation (caller holds the op lock).
+async fn reap_doomed(inner: &Shared, entry: &CacheEntry) {
+    let doomed = std::mem::take(&mut lock(&entry.st).doomed);
+    for (generation, copy) in doomed {
+        if let Err(e) = discard_locked(inner, entry, generation, copy).await {
+            tracing::warn!(cache = %entry.name, generation, error = %e, "cannot destroy a dropped cache copy; retried later");
+            lock(&entry.st).doomed.push((generation, copy));
+        }
+    }
+}
+
+/// Publishes copy `generation`: snapshot (the commit point: the highest generation with its
+/// own version snapshot is the cache), then promote it and destroy the old generation.
+/// Syncing commands: 3 (1 for a cache's first version).
+async fn publish_locked(
+    inner: &Shared,
+    entry: &CacheEntry,
+    component: &str,
+    generation: u64,
+    old: Option<u64>,
+) -> Result<(), StoreError> {
+    let ds = inner.layout.generation(component, generation);
+    if let Err(e) = inner.zfs.unmount(&ds).await {
+        // The holder broke the contract and still uses the path; the snapshot is taken anyway.
+        tracing::warn!(%ds, error = %e, "released cache copy still in use");
+    }
+    inner
+        .zfs
+        .snapshot(&inner.layout.version_snap(component, generation, generation))
+        .await?;
+    lock(&entry.st).current = Some(generation);
+    let Some(old) = old else { return Ok(()) };
+    // Housekeeping after the commit: failures leave the published version intact and are
+    // repaired at the next open.
+    let gc = async {
+        inner.zfs.promote(&ds).await?;
+        let old_snap = inner.layout.version_snap(component, generation, old);
+        if lock(&entry.st).version_in_use(old) {
+            // Other copies still clone `@v<old>` (now held by the new generation): only the
+            // old generation goes; the snapshot goes with its last copy.
+            inner
+                .zfs
+                .destroy(&inner.layout.generation(component, old), None)
+                .await
+        } else {
+            // Its only clone is the old generation dataset, known unmounted.
+            inner.zfs.destroy(&old_snap, Some("-R")).await
+        }
+    };
+    if let Err(e) = gc.await {
+        tracing::warn!(cache = %entry.name, error = %e, "cleanup after publishing failed; repaired at the next open");
+    }
+    Ok(())
+}
+
+/// The backend side of a lease: one generation dataset of one cache.
+struct ZfsCacheCopy {
+    inner: Shared,
+    entry: Arc<CacheEntry>,
+    generation: u64,
+}
+
+#[async_trait]
+impl CacheCopy for ZfsCacheCopy {
+    async fn release(self: Box<Self>) -> Result<ReleaseOutcome, StoreError> {
+        let this = *self;
+        join(spawn_detached(async move {
+            let ZfsCacheCopy {
+                inner,
+                entry,
+                generation,
+            } = this;
+            let _op = entry.op.lock().await;
+            reap_doomed(&inner, &entry).await;
+            let (copy, current, component) = {
+                let mut st = lock(&entry.st);
+                let copy = st.copies.remove(&generation);
+                (copy, st.current, st.component.clone())
+            };
+            let (Some(copy), Some(component)) = (copy, component) else {
+                return Ok(ReleaseOutcome::Discarded);
+            };
+            if copy.base == current {
+                if let Err(e) = publish_locked(&inner, &entry, &component, generation, current).await {
+                    // Not published: the cache stays at `current`; the copy goes.
+                    lock(&entry.st).doomed.push((generation, copy));
+                    reap_doomed(&inner, &entry).await;
+                    return Err(e);
+                }
+                Ok(ReleaseOutcome::Published)
+            } else {
+                if let Err(e) = discard_locked(&inner, &entry, generation, copy).await {
+                    tracing::warn!(cache = %entry.name, error = %e, "cannot destroy a stale copy; retried later");
+                    lock(&entry.st).doomed.push((generation, copy));
+                }
+                Ok(ReleaseOutcome::Discarded)
+            }
+        }))
+        .await
+    }
+
+    fn discard(self: Box<Self>) {
+        {
+            let mut st = lock(&self.entry.st);
+            match st.copies.remove(&self.generation) {
+                Some(copy) => st.doomed.push((self.generation, copy)),
+                None => return,
+            }
+        }
+        let ZfsCacheCopy { inner, entry, .. } = *self;
+        // Without a runtime the dataset stays until the next operation on this cache or the
+        // next open, both of which destroy it.
+        drop(spawn_detached(async move {
+            let _op = entry.op.lock().await;
+            reap_doomed(&inner, &entry).await;
+        }));
+    }
+}
+
+/// `delete_cache(name)`: `Busy` while a copy is out; otherwise one `zfs destroy -r` of the
+/// container.
+pub async fn delete(inner: &Shared, name: &CacheName) -> Result<(), DeleteCacheError> {
+    let inner = inner.clone();
+    let entry = entry(&inner, name);
+    join(spawn_detached(async move {
+        let _op = entry.op.lock().await;
+        reap_doomed(&inner, &entry).await;
+        let component = {
+            let st = lock(&entry.st);
+            if !st.copies.is_empty() {
+                return Ok(Err(DeleteCacheError::Busy {
+                    name: entry.name.clone(),
+                }));
+            }
+            st.component.clone()
+        };
+        let Some(component) = component else {
+            return Ok(Ok(()));
+        };
+        let container = inner.layout.container(&component);
+        let prefix = format!("{container}/");
+        for ds in mounts::parse(&inner.zfs.mount_table().await?).into_keys() {
+            if ds.starts_with(&prefix) {
+                inner.zfs.unmount(&ds).await?;
+            }
+        }
+        inner.zfs.destroy(&container, Some("-r")).await?;
+        let mut st = lock(&entry.st);
+        st.component = None;
+        st.current = None;
+        st.doomed.clear();
+        Ok(Ok(()))
+    }))
+    .await?
+}

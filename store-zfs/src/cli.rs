@@ -1,0 +1,259 @@
+//! [`Zfs`]: every `zfs`/`zpool` call the store makes, through one [`Runner`], with one retry
+//! policy, one tracing span per command and typed errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use store_api::{CommandFailure, StoreError};
+use tracing::Instrument;
+
+use crate::runner::{Cmd, CmdOutput, RunError, Runner};
+
+/// The retry policy for "dataset is busy": first wait, and the cap on the total wait.
+///
+/// zfs-fuse returns from `umount` before the daemon releases the dataset, so a `destroy`,
+/// `rename` or `mount` right after an unmount often fails with EBUSY and succeeds a few
+/// milliseconds later. Only that message is retried; "target is busy" (a process really uses
+/// the mount) is not, because waiting would not help and forcing it can wedge zfs-fuse.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+/// See [`FIRST_BACKOFF`].
+pub const TOTAL_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether stderr says the dataset was transiently busy (the only case that is retried).
+pub fn is_transient_busy(stderr: &str) -> bool {
+    stderr.contains("dataset is busy") || stderr.contains("mountpoint or dataset is busy")
+}
+
+/// Whether a store error is a command that failed because the dataset does not exist.
+pub fn is_missing(err: &StoreError) -> bool {
+    matches!(err, StoreError::Command(f) if f.stderr.contains("does not exist"))
+}
+
+/// Whether a store error is an unmount refused because a process uses the mount.
+pub fn is_in_use(err: &StoreError) -> bool {
+    matches!(err, StoreError::Command(f)
+        if f.stderr.contains("target is busy") || f.stderr.contains("umount failed")
+            || is_transient_busy(&f.stderr))
+}
+
+/// The store's handle on the ZFS command line.
+#[derive(Clone)]
+pub struct Zfs {
+    runner: Arc<dyn Runner>,
+}
+
+impl std::fmt::Debug for Zfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Zfs { .. }")
+    }
+}
+
+fn failure(cmd: &Cmd, out: &CmdOutput) -> StoreError {
+    StoreError::Command(CommandFailure {
+        argv: cmd.argv(),
+        status: out.status,
+        stderr: out.stderr.clone(),
+    })
+}
+
+impl Zfs {
+    /// Wraps a runner.
+    pub fn new(runner: Arc<dyn Runner>) -> Self {
+        Self { runner }
+    }
+
+    /// The mount table (see [`Runner::mount_table`]).
+    pub async fn mount_table(&self) -> Result<String, StoreError> {
+        self.runner
+            .mount_table()
+            .await
+            .map_err(|e| StoreError::io("reading the mount table", "/proc/mounts", e))
+    }
+
+    /// Runs `cmd` once, retrying only on transient EBUSY, and returns its output whatever
+    /// its exit status. Fails only if it could not run at all.
+    pub async fn output(&self, cmd: &Cmd) -> Result<CmdOutput, StoreError> {
+        let span = tracing::debug_span!("zfs_command", command = %cmd);
+        async {
+            let mut delay = FIRST_BACKOFF;
+            let mut waited = Duration::ZERO;
+            loop {
+                let out = self.runner.run(cmd).await.map_err(|e| match e {
+                    RunError::Spawn { program, source } => StoreError::Command(CommandFailure {
+                        argv: cmd.argv(),
+                        status: None,
+                        stderr: format!("cannot start {program}: {source} (is ZFS installed?)"),
+                    }),
+                    RunError::Injected(what) => StoreError::FaultInjected {
+                        what: format!("{what}: `{cmd}`"),
+                    },
+                })?;
+                if out.success() || !is_transient_busy(&out.stderr) || waited >= TOTAL_BACKOFF {
+                    tracing::debug!(status = ?out.status, stderr = %out.stderr.trim_end(), "done");
+                    return Ok(out);
+                }
+                tracing::debug!(?delay, stderr = %out.stderr.trim_end(), "busy, retrying");
+                tokio::time::sleep(delay).await;
+                waited += delay;
+                delay = (delay * 2).min(TOTAL_BACKOFF.saturating_sub(waited).max(FIRST_BACKOFF));
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs `cmd` (see [`output`](Self::output)); a non-zero exit is an error.
+    pub async fn run(&self, cmd: &Cmd) -> Result<String, StoreError> {
+        let out = self.output(cmd).await?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(failure(cmd, &out))
+        }
+    }
+
+    /// `zfs version`: `Some(first line)` on OpenZFS, `None` where the command does not exist
+    /// (exit 2, "unrecognized command": zfs-fuse and other pre-OpenZFS-0.8 tools).
+    pub async fn version(&self) -> Result<Option<String>, StoreError> {
+        let cmd = Cmd::zfs(["version"]);
+        let out = self.output(&cmd).await?;
+        if out.success() {
+            Ok(Some(
+                out.stdout.lines().next().unwrap_or("").trim().to_owned(),
+            ))
+        } else if out.status == Some(2) && out.stderr.contains("unrecognized command") {
+            Ok(None)
+        } else {
+            Err(failure(&cmd, &out))
+        }
+    }
+
+    /// `zfs get -H -p -o property,value PROPS -- DS`: `None` if `ds` does not exist.
+    pub async fn get(
+        &self,
+        ds: &str,
+        props: &[&str],
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        let cmd = Cmd::zfs([
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "property,value",
+            &props.join(","),
+            "--",
+            ds,
+        ]);
+        let out = self.output(&cmd).await?;
+        if out.status == Some(1) && out.stderr.contains("does not exist") {
+            return Ok(None);
+        }
+        if !out.success() {
+            return Err(failure(&cmd, &out));
+        }
+        Ok(Some(
+            out.stdout
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(p, v)| (p.to_owned(), v.to_owned()))
+                .collect(),
+        ))
+    }
+
+    /// `zfs list -H -r -t all -o COLS -- ROOTS...`: one row per dataset or snapshot, split on
+    /// tabs.
+    pub async fn list_tree(
+        &self,
+        roots: &[&str],
+        cols: &[&str],
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let cols = cols.join(",");
+        let mut args = vec!["list", "-H", "-r", "-t", "all", "-o", &cols, "--"];
+        args.extend_from_slice(roots);
+        let out = self.run(&Cmd::zfs(args)).await?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// `zfs create [-o k=v]... -- DS`.
+    pub async fn create(&self, ds: &str, props: &[String]) -> Result<(), StoreError> {
+        let mut args = vec!["create".to_owned()];
+        for p in props {
+            args.push("-o".into());
+            args.push(p.clone());
+        }
+        args.push("--".into());
+        args.push(ds.into());
+        self.run(&Cmd::zfs(args)).await.map(drop)
+    }
+
+    /// `zfs clone [-o k=v]... -- SNAP DS`.
+    pub async fn clone_snapshot(
+        &self,
+        snap: &str,
+        ds: &str,
+        props: &[String],
+    ) -> Result<(), StoreError> {
+        let mut args = vec!["clone".to_owned()];
+        for p in props {
+            args.push("-o".into());
+            args.push(p.clone());
+        }
+        args.extend(["--".into(), snap.into(), ds.into()]);
+        self.run(&Cmd::zfs(args)).await.map(drop)
+    }
+
+    /// `zfs snapshot -- DS@SNAP` (one snapshot per call: zfs-fuse takes no list).
+    pub async fn snapshot(&self, snap: &str) -> Result<(), StoreError> {
+        self.run(&Cmd::zfs(["snapshot", "--", snap]))
+            .await
+            .map(drop)
+    }
+
+    /// `zfs destroy [FLAG] -- NAME`; a name that does not exist counts as destroyed.
+    pub async fn destroy(&self, name: &str, flag: Option<&str>) -> Result<(), StoreError> {
+        let mut args = vec!["destroy"];
+        args.extend(flag);
+        args.extend(["--", name]);
+        match self.run(&Cmd::zfs(args)).await {
+            Err(e) if is_missing(&e) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// `zfs promote DS` (`promote` takes no `--`; `ds` is always a name the store built).
+    pub async fn promote(&self, ds: &str) -> Result<(), StoreError> {
+        self.run(&Cmd::zfs(["promote", ds])).await.map(drop)
+    }
+
+    /// `zfs set PROP=VALUE DS` (`set` takes no `--`; `ds` is always a name the store built).
+    pub async fn set(&self, prop: &str, value: &str, ds: &str) -> Result<(), StoreError> {
+        self.run(&Cmd::zfs(["set", &format!("{prop}={value}"), ds]))
+            .await
+            .map(drop)
+    }
+
+    /// `zfs mount [-o ro] -- DS`. "Already mounted" is returned as an error; callers check the
+    /// mount table.
+    pub async fn mount(&self, ds: &str, read_only: bool) -> Result<(), StoreError> {
+        let mut args = vec!["mount"];
+        if read_only {
+            args.extend(["-o", "ro"]);
+        }
+        args.extend(["--", ds]);
+        self.run(&Cmd::zfs(args)).await.map(drop)
+    }
+
+    /// `zfs unmount -- DS` (never `-f`: on zfs-fuse it is a lazy unmount that can wedge the
+    /// daemon). "Not currently mounted" counts as success.
+    pub async fn unmount(&self, ds: &str) -> Result<(), StoreError> {
+        match self.run(&Cmd::zfs(["unmount", "--", ds])).await {
+            Err(StoreError::Command(f)) if f.stderr.contains("not currently mounted") => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Reading the kernel mount table: which datasets are really mounted, where, and whether
+//! read-only. This is the ground truth on both engines (zfs-fuse's `mounted` property can lie
+//! after a daemon crash, and `readonly` does not say how a dataset is mounted).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// One mounted ZFS dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The mountpoint.
+    pub path: PathBuf,
+    /// Mounted read-only (`ro` option).
+    pub read_only: bool,
+}
+
+/// Undoes the octal escapes `/proc/mounts` uses for space, tab, newline and backslash.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The ZFS mounts (`zfs` or `fuse.zfs`) in a `/proc/mounts` text, by dataset name. If a
+/// dataset appears more than once, the last (topmost) mount wins.
+pub fn parse(table: &str) -> HashMap<String, Mount> {
+    let mut out = HashMap::new();
+    for line in table.lines() {
+        let mut f = line.split(' ');
+        let (Some(dev), Some(path), Some(fstype), Some(opts)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if fstype != "zfs" && fstype != "fuse.zfs" {
+            continue;
+        }
+        out.insert(
+            unescape(dev),
+            Mount {
+                path: PathBuf::from(unescape(path)),
+                read_only: opts.split(',').any(|o| o == "ro"),
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_zfs_mounts_only() {
+        let t = "proc /proc proc rw 0 0\n\
+                 p/r/a /p/r/a fuse.zfs ro,relatime 0 0\n\
+                 p/c/c-a:20b/g1 /p/c/c-a:20b/g1 zfs rw,xattr 0 0\n\
+                 p/sp /p/with\\040space fuse.zfs rw 0 0\n";
+        let m = parse(t);
+        assert_eq!(m.len(), 3);
+        assert!(m["p/r/a"].read_only);
+        assert!(!m["p/c/c-a:20b/g1"].read_only);
+        assert_eq!(m["p/sp"].path, PathBuf::from("/p/with space"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Results after their build: `result()` (lazy read-only mounts under a cap), `delete()`
+//! (destroy, or hide while clones depend on it) and the reaper that destroys what nothing
+//! needs any more.
+
+use std::path::{Path, PathBuf};
+
+use store_api::{Id, StoreError};
+
+use crate::cli::{Zfs, is_in_use};
+use crate::layout::DELETED_PROPERTY;
+use crate::mounts;
+use crate::state::{MountState, Shared, Status, join, lock, spawn_detached};
+
+/// Makes sure `ds` is mounted at `dir` with the wanted mode, and returns the actual mode.
+///
+/// `zfs clone` mounts on zfs-fuse even with `canmount=noauto` and does not on OpenZFS, so this
+/// looks at the mount table instead of assuming. A dataset that is still not mounted after
+/// `zfs mount` (zfs-fuse's 1000-mount limit makes `mount` succeed silently) is an error:
+/// handing out its path would let writes land in the parent dataset.
+pub async fn ensure_mounted(
+    zfs: &Zfs,
+    ds: &str,
+    dir: &Path,
+    read_only: bool,
+) -> Result<MountState, StoreError> {
+    let current = mounts::parse(&zfs.mount_table().await?).remove(ds);
+    match current {
+        Some(m) if m.read_only == read_only => return Ok(state_of(read_only)),
+        Some(_) => zfs.unmount(ds).await?,
+        None => {}
+    }
+    if let Err(e) = zfs.mount(ds, read_only).await {
+        // Lost a race with another mount of the same dataset: the table decides below.
+        tracing::debug!(ds, error = %e, "mount failed; checking the mount table");
+    }
+    match mounts::parse(&zfs.mount_table().await?).remove(ds) {
+        Some(m) if m.path == dir && m.read_only == read_only => Ok(state_of(read_only)),
+        Some(m) => Err(StoreError::backend(format!(
+            "{ds} is mounted at {} ({}), expected {} ({})",
+            m.path.display(),
+            if m.read_only { "ro" } else { "rw" },
+            dir.display(),
+            if read_only { "ro" } else { "rw" },
+        ))),
+        None => Err(StoreError::backend(format!(
+            "{ds} is not mounted after `zfs mount` succeeded (on zfs-fuse: the daemon's limit \
+             of 1000 mounted filesystems may be reached)"
+        ))),
+    }
+}
+
+fn state_of(read_only: bool) -> MountState {
+    if read_only {
+        MountState::ReadOnly
+    } else {
+        MountState::Writable
+    }
+}
+
+/// `result(id)`: the path if `id` has a live result. Spawns no process when it is already
+/// mounted read-only.
+pub async fn result(inner: &Shared, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+    let (leaf, op) = {
+        let mut idx = lock(&inner.results);
+        let Some(leaf) = idx.by_id.get(id).cloned() else {
+            return Ok(None);
+        };
+        idx.clock += 1;
+        let clock = idx.clock;
+        let ds = idx
+            .datasets
+            .get_mut(&leaf)
+            .expect("index: live leaf has a dataset");
+        ds.last_used = clock;
+        if ds.mount == MountState::ReadOnly {
+            return Ok(Some(inner.layout.result_dir(&leaf)));
+        }
+        (leaf, ds.op.clone())
+    };
+    let task_inner = inner.clone();
+    let task_leaf = leaf.clone();
+    join(spawn_detached(async move {
+        let _op = op.lock().await;
+        mount_read_only(&task_inner, &task_leaf).await
+    }))
+    .await?;
+    enforce_mount_cap(inner, Some(&leaf)).await;
+    Ok(Some(inner.layout.result_dir(&leaf)))
+}
+
+/// Mounts result `leaf` read-only (caller holds its op lock).
+async fn mount_read_only(inner: &Shared, leaf: &str) -> Result<(), StoreError> {
+    let ds = inner.layout.result_ds(leaf);
+    let dir = inner.layout.result_dir(leaf);
+    match ensure_mounted(&inner.zfs, &ds, &dir, true).await {
+        Ok(state) => {
+            lock(&inner.results).set_mount(leaf, state);
+            Ok(())
+        }
+        Err(e) if is_in_use(&e) => {
+            // A process still works in the old read-write mount (e.g. a log file held
+            // open past the build). Its snapshot is the result; the path shows the same
+            // files. Retried on the next `result()`.
+            tracing::warn!(%ds, error = %e, "cannot remount result read-only yet");
+            lock(&inner.results).set_mount(leaf, MountState::Writable);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Unmounts the least recently returned read-only results while more than the cap are
+/// mounted. Never `keep`. Failures (a process inside) skip that result.
+pub async fn enforce_mount_cap(inner: &Shared, keep: Option<&str>) {
+    loop {
+        let victim = {
+            let idx = lock(&inner.results);
+            if idx.ro_mounted <= inner.max_mounted_results {
+                return;
+            }
+            idx.datasets
+                .iter()
+                .filter(|(l, d)| d.mount == MountState::ReadOnly && Some(l.as_str()) != keep)
+                .min_by_key(|(_, d)| d.last_used)
+                .map(|(l, d)| (l.clone(), d.op.clone()))
+        };
+        let Some((leaf, op)) = victim else { return };
+        let _op = op.lock().await;
+        match inner.zfs.unmount(&inner.layout.result_ds(&leaf)).await {
+            Ok(()) => lock(&inner.results).set_mount(&leaf, MountState::Unmounted),
+            Err(e) => {
+                tracing::warn!(%leaf, error = %e, "cannot unmount a result over the mount cap");
+                // Mark it recently used so the next pass picks another one.
+                let mut idx = lock(&inner.results);
+                idx.clock += 1;
+                let clock = idx.clock;
+                if let Some(d) = idx.datasets.get_mut(&leaf) {
+                    d.last_used = clock;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Destroys doomed result dataset `leaf` and then every hidden origin that this leaves
+/// unused. Waits for in-flight commands on each dataset first. A failure is logged and the
+/// dataset stays doomed (destroyed at the next open); the first error is returned.
+pub async fn reap(inner: &Shared, leaf: String) -> Result<(), StoreError> {
+    let mut next = Some(leaf);
+    while let Some(leaf) = next.take() {
+        let op = match lock(&inner.results).datasets.get(&leaf) {
+            Some(ds) if ds.status == Status::Doomed => ds.op.clone(),
+            _ => return Ok(()),
+        };
+        let _op = op.lock().await;
+        let ds = inner.layout.result_ds(&leaf);
+        let outcome = async {
+            inner.zfs.unmount(&ds).await?;
+            inner.zfs.destroy(&ds, Some("-r")).await
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::warn!(%ds, error = %e, "cannot destroy; left for the next open");
+            return Err(e);
+        }
+        next = lock(&inner.results).forget(&leaf);
+    }
+    Ok(())
+}
+
+/// Spawns [`reap`] so it runs to the end even if the caller is dropped.
+pub fn spawn_reap(
+    inner: &Shared,
+    leaf: String,
+) -> Option<tokio::task::JoinHandle<Result<(), StoreError>>> {
+    let inner = inner.clone();
+    spawn_detached(async move { reap(&inner, leaf).await })
+}
+
+/// `delete(id)`.
+pub async fn delete(inner: &Shared, id: &Id) -> Result<(), StoreError> {
+    enum Plan {
+        Destroy,
+        Hide(std::sync::Arc<tokio::sync::Mutex<()>>),
+    }
+    let (leaf, plan) = {
+        let mut idx = lock(&inner.results);
+        let Some(leaf) = idx.by_id.remove(id) else {
+            return Ok(());
+        };
+        let ds = idx
+            .datasets
+            .get_mut(&leaf)
+            .expect("index: live leaf has a dataset");
+        if ds.dependents == 0 {
+            ds.status = Status::Doomed;
+            (leaf, Plan::Destroy)
+        } else {
+            ds.status = Status::Hidden;
+            (leaf, Plan::Hide(ds.op.clone()))
+        }
+    };
+    let task_inner = inner.clone();
+    let task_leaf = leaf.clone();
+    let outcome = match plan {
+        Plan::Destroy => join(spawn_reap(inner, leaf.clone())).await,
+        Plan::Hide(op) => {
+            join(spawn_detached(async move {
+                let _op = op.lock().await;
+                let ds = task_inner.layout.result_ds(&task_leaf);
+                task_inner.zfs.set(DELETED_PROPERTY, "on", &ds).await?;
+                // Free the mount slot; a busy mount is only a missed saving.
+                match task_inner.zfs.unmount(&ds).await {
+                    Ok(()) => {
+                        lock(&task_inner.results).set_mount(&task_leaf, MountState::Unmounted)
+                    }
+                    Err(e) => tracing::debug!(%ds, error = %e, "hidden result stays mounted"),
+                }
+                Ok(())
+            }))
+            .await
+        }
+    };
+    if let Err(e) = outcome {
+        restore_if_intact(inner, id, &leaf).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// After a failed delete: if the result's snapshot and marker say it is still a live result,
+/// put it back in the index so the process agrees with what a reopen would find.
+async fn restore_if_intact(inner: &Shared, id: &Id, leaf: &str) {
+    let snap = inner.layout.result_snap(leaf);
+    let ds = inner.layout.result_ds(leaf);
+    let intact = matches!(inner.zfs.get(&snap, &["name"]).await, Ok(Some(_)))
+        && matches!(inner.zfs.get(&ds, &[DELETED_PROPERTY]).await,
+            Ok(Some(v)) if v.iter().all(|(_, v)| v != "on"));
+    if intact {
+        let mut idx = lock(&inner.results);
+        if let Some(d) = idx.datasets.get_mut(leaf) {
+            d.status = Status::Live;
+            idx.by_id.insert(id.clone(), leaf.to_owned());
+        }
+    }
+}

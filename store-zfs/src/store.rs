@@ -1,0 +1,167 @@
+//! [`ZfsStore`] and its [`Store`] implementation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use store_api::{
+    BuildError, BuildFn, BuildFnError, CacheLease, CacheName, DeleteCacheError, Id, Store,
+    StoreError, User,
+};
+
+use crate::engine::Engine;
+use crate::runner::{Runner, SystemRunner};
+use crate::state::{Limits, Shared, lock};
+
+/// How to open a [`ZfsStore`]: the command runner and limits. `Default` is the real `zfs`
+/// and `zpool` with the engine's defaults.
+#[derive(Clone)]
+pub struct ZfsOptions {
+    /// Runs every `zfs`/`zpool` command (tests substitute recording or failing runners).
+    pub runner: Arc<dyn Runner>,
+    /// At most this many results are kept mounted read-only; `None` for the engine's default
+    /// (unlimited on OpenZFS, [`crate::ZFS_FUSE_MOUNT_CAP`] on zfs-fuse).
+    pub max_mounted_results: Option<usize>,
+}
+
+impl Default for ZfsOptions {
+    fn default() -> Self {
+        Self {
+            runner: Arc::new(SystemRunner),
+            max_mounted_results: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ZfsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZfsOptions")
+            .field("max_mounted_results", &self.max_mounted_results)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Store`] on a ZFS pool or dataset. See the [crate documentation](crate) for the layout,
+/// naming, crash safety and command costs.
+///
+/// One process per store: two processes opening the same root would each reclaim the other's
+/// work in progress.
+#[derive(Clone, Debug)]
+pub struct ZfsStore {
+    inner: Shared,
+}
+
+impl ZfsStore {
+    /// Opens the store at `location` with the real `zfs` command, creating the layout on
+    /// first use and reclaiming what an interrupted process left behind.
+    ///
+    /// `location` is a pool (`tank`, meaning the pool mounted at `/tank`), a mount path
+    /// (`/tank`, `/mnt/tank`: the pool named by the last component, or the dataset mounted
+    /// there) or a dataset below a pool's root (`tank/zstore`).
+    ///
+    /// # Errors
+    /// A clear [`StoreError`] if `zfs` cannot run, the pool or dataset does not exist, is not
+    /// a mounted ZFS filesystem, or a command fails.
+    pub async fn create(location: impl AsRef<str>) -> Result<Self, StoreError> {
+        Self::open(location, ZfsOptions::default()).await
+    }
+
+    /// [`create`](Self::create) with explicit options.
+    ///
+    /// # Errors
+    /// As for [`create`](Self::create).
+    pub async fn open(location: impl AsRef<str>, options: ZfsOptions) -> Result<Self, StoreError> {
+        let limits = Limits {
+            max_mounted_results: options.max_mounted_results,
+        };
+        let inner = crate::open::open(location.as_ref(), options.runner, limits).await?;
+        Ok(Self { inner })
+    }
+
+    /// The store's root dataset (`tank` or `tank/zstore`).
+    pub fn dataset(&self) -> &str {
+        &self.inner.layout.root
+    }
+
+    /// The ZFS implementation detected at open.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The ids that have a result, sorted (from the in-memory index).
+    pub fn results(&self) -> Vec<Id> {
+        let mut ids: Vec<Id> = lock(&self.inner.results).by_id.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The caches that have a published version, sorted (real names, not escaped ones).
+    pub fn caches(&self) -> Vec<CacheName> {
+        let mut names: Vec<CacheName> = lock(&self.inner.caches)
+            .iter()
+            .filter(|(_, e)| lock(&e.st).current.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+#[async_trait]
+impl Store for ZfsStore {
+    fn root(&self) -> &Path {
+        &self.inner.layout.root_path
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.inner.layout.state_dir()
+    }
+
+    async fn build_dyn(
+        &self,
+        base: Option<&Id>,
+        id: &Id,
+        f: BuildFn<'_>,
+    ) -> Result<(), BuildError<BuildFnError>> {
+        crate::build::build(&self.inner, base, id, f).await
+    }
+
+    async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+        crate::results::result(&self.inner, id).await
+    }
+
+    async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+        let building = lock(&self.inner.results)
+            .building
+            .get(id)
+            .map(|t| t.leaf.clone());
+        if let Some(leaf) = building {
+            return Ok(self.inner.layout.result_dir(&leaf).join("log"));
+        }
+        // A result's log is read through its (lazily mounted) result path.
+        Ok(match crate::results::result(&self.inner, id).await? {
+            Some(dir) => dir.join("log"),
+            None => self.inner.layout.result_dir(id.as_str()).join("log"),
+        })
+    }
+
+    async fn delete(&self, id: &Id) -> Result<(), StoreError> {
+        crate::results::delete(&self.inner, id).await
+    }
+
+    async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
+        crate::cache::acquire(&self.inner, user, name).await
+    }
+
+    async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
+        crate::cache::delete(&self.inner, name).await
+    }
+
+    async fn complete_deletes(&self) -> Result<(), StoreError> {
+        crate::space::complete_deletes(&self.inner).await
+    }
+
+    async fn df(&self) -> Result<f64, StoreError> {
+        crate::space::df(&self.inner).await
+    }
+}

@@ -1,0 +1,277 @@
+//! Test helpers, public so that other crates' tests (conformance, xtask) can use them:
+//! throw-away pools ([`TestPool`]), a runner that records every command
+//! ([`RecordingRunner`]) and one that fails or "crashes" at a chosen command ([`FaultRunner`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::runner::{Cmd, CmdOutput, RunError, Runner};
+use crate::state::lock;
+
+/// The environment variable that turns "ZFS is not available, skipping" into a test failure.
+pub const REQUIRE_ZFS_ENV: &str = "ZSTORE_REQUIRE_ZFS";
+
+/// Where test pools keep their sparse backing files and mountpoints.
+pub const POOL_DIR: &str = "/var/tmp/zpools";
+
+/// Whether `zfs`/`zpool` run and a ZFS daemon or module answers.
+pub fn zfs_available() -> bool {
+    Command::new("zpool")
+        .args(["list", "-H", "-o", "name"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() || String::from_utf8_lossy(&o.stderr).contains("no pools")
+        })
+}
+
+/// For tests that need ZFS: `true` if it is available. Otherwise prints a loud skip message
+/// and returns `false`, or panics if `ZSTORE_REQUIRE_ZFS=1` (CI sets it).
+pub fn require_zfs(test: &str) -> bool {
+    if zfs_available() {
+        return true;
+    }
+    if std::env::var(REQUIRE_ZFS_ENV).is_ok_and(|v| v == "1") {
+        panic!("{test}: ZFS is not available (zpool list failed) and {REQUIRE_ZFS_ENV}=1");
+    }
+    eprintln!(
+        "\n!!! SKIPPING {test}: ZFS is not available (no zpool, or no daemon/module). \
+         Set {REQUIRE_ZFS_ENV}=1 to make this a failure. !!!\n"
+    );
+    false
+}
+
+/// A pool on a sparse file under [`POOL_DIR`], with a unique name, destroyed (with its file)
+/// on drop.
+#[derive(Debug)]
+pub struct TestPool {
+    name: String,
+    file: PathBuf,
+    mountpoint: PathBuf,
+}
+
+static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ))
+    }
+}
+
+impl TestPool {
+    /// A 512 MiB pool named `<prefix><pid>-<n>-<time>`, mounted at
+    /// `/var/tmp/zpools/mnt/<name>`. `prefix` must start with a letter (e.g. `zt-z`).
+    ///
+    /// # Errors
+    /// A message if the file or the pool cannot be made.
+    pub fn create(prefix: &str) -> Result<Self, String> {
+        let n = POOL_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() % 100_000)
+            .unwrap_or(0);
+        let name = format!("{prefix}{}-{n}-{nanos}", std::process::id());
+        let dir = Path::new(POOL_DIR);
+        let file = dir.join(format!("{name}.img"));
+        let mountpoint = dir.join("mnt").join(&name);
+        std::fs::create_dir_all(dir.join("mnt")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let f = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        f.set_len(512 << 20)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let file_s = file.to_string_lossy().into_owned();
+        let mp_s = mountpoint.to_string_lossy().into_owned();
+        if let Err(e) = run_sync(
+            "zpool",
+            &[
+                "create",
+                "-o",
+                "cachefile=none",
+                "-m",
+                &mp_s,
+                &name,
+                &file_s,
+            ],
+        ) {
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
+        Ok(Self {
+            name,
+            file,
+            mountpoint,
+        })
+    }
+
+    /// The pool name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the pool's root dataset is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Every dataset and snapshot in the pool, sorted (`zfs list -H -r -t all -o name`).
+    ///
+    /// # Errors
+    /// A message if `zfs list` fails.
+    pub fn datasets(&self) -> Result<Vec<String>, String> {
+        let out = run_sync(
+            "zfs",
+            &[
+                "list", "-H", "-r", "-t", "all", "-o", "name", "--", &self.name,
+            ],
+        )?;
+        let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// The mounted filesystems of this pool, from `/proc/mounts`.
+    pub fn mounted(&self) -> Vec<String> {
+        let table = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let prefix = format!("{}/", self.name);
+        crate::mounts::parse(&table)
+            .into_keys()
+            .filter(|d| *d == self.name || d.starts_with(&prefix))
+            .collect()
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        // Never `-f` (zfs-fuse turns it into a lazy unmount that can wedge the daemon); a
+        // mount still busy for a moment after the test is retried.
+        let mut last = String::new();
+        for attempt in 0..40 {
+            match run_sync("zpool", &["destroy", &self.name]) {
+                Ok(_) => {
+                    last.clear();
+                    break;
+                }
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(50 * (attempt + 1).min(10)));
+        }
+        if !last.is_empty() {
+            eprintln!("TestPool: could not destroy pool {}: {last}", self.name);
+            return;
+        }
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.mountpoint);
+    }
+}
+
+/// Wraps a runner and records every command it is asked to run, in order.
+pub struct RecordingRunner {
+    inner: Arc<dyn Runner>,
+    log: Mutex<Vec<Cmd>>,
+}
+
+impl RecordingRunner {
+    /// Records the commands passed to `inner`.
+    pub fn new(inner: Arc<dyn Runner>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            log: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Returns and clears the commands recorded so far.
+    pub fn take(&self) -> Vec<Cmd> {
+        std::mem::take(&mut *lock(&self.log))
+    }
+
+    /// Returns and clears the recorded commands as `zfs create ...` lines.
+    pub fn take_lines(&self) -> Vec<String> {
+        self.take().iter().map(Cmd::to_string).collect()
+    }
+}
+
+#[async_trait]
+impl Runner for RecordingRunner {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        lock(&self.log).push(cmd.clone());
+        self.inner.run(cmd).await
+    }
+
+    async fn mount_table(&self) -> std::io::Result<String> {
+        self.inner.mount_table().await
+    }
+}
+
+/// Where a [`FaultRunner`] strikes (commands are counted from 0, across every task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Command number N fails (exit 1, stderr "injected failure"); all others run.
+    FailAt(usize),
+    /// Commands 0..N run; every later one is refused without running, as if the process had
+    /// died right after command N-1. Reopen the store with a real runner to see what a crash
+    /// at that point leaves.
+    StopAfter(usize),
+}
+
+/// Wraps a runner and injects a [`Fault`].
+pub struct FaultRunner {
+    inner: Arc<dyn Runner>,
+    fault: Fault,
+    count: AtomicUsize,
+}
+
+impl FaultRunner {
+    /// Injects `fault` into the commands passed to `inner`.
+    pub fn new(inner: Arc<dyn Runner>, fault: Fault) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fault,
+            count: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many commands were asked for so far (including refused ones).
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Whether the fault has struck.
+    pub fn struck(&self) -> bool {
+        match self.fault {
+            Fault::FailAt(n) => self.count() > n,
+            Fault::StopAfter(n) => self.count() > n,
+        }
+    }
+}
+
+#[async_trait]
+impl Runner for FaultRunner {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        let n = self.count.fetch_add(1, Ordering::SeqCst);
+        match self.fault {
+            Fault::FailAt(k) if n == k => Ok(CmdOutput::failed(1, "injected failure\n")),
+            Fault::StopAfter(k) if n >= k => Err(RunError::Injected(format!(
+                "process stopped after command {k}"
+            ))),
+            _ => self.inner.run(cmd).await,
+        }
+    }
+
+    async fn mount_table(&self) -> std::io::Result<String> {
+        self.inner.mount_table().await
+    }
+}
