@@ -102,8 +102,11 @@ fn copy_entry(
         )?;
     }
     ids.copy_owner(to, meta)?;
-    // `chown` clears setuid/setgid, and `mknod` applies the umask: set the exact mode.
-    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    // `fs::copy` set the exact mode, but `chown` clears setuid/setgid; `mknod` applies the
+    // umask. Set the exact mode where it may differ.
+    if !file_type.is_file() || meta.mode() & 0o6000 != 0 {
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
     set_times(to, meta)
 }
 
@@ -121,4 +124,72 @@ fn set_times(path: &Path, meta: &Metadata) -> io::Result<()> {
     };
     rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_device_nodes_when_root() {
+        if !rustix::process::geteuid().is_root() {
+            return; // Only root may make device nodes.
+        }
+        let parent = tempfile::tempdir().expect("tempdir");
+        let src = parent.path().join("src");
+        fs::create_dir(&src).expect("mkdir");
+        let null = rustix::fs::makedev(1, 3);
+        rustix::fs::mknodat(
+            CWD,
+            src.join("null"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            null,
+        )
+        .expect("mknod");
+        // mknod applies the umask; make the source mode one the umask would change.
+        fs::set_permissions(src.join("null"), fs::Permissions::from_mode(0o666)).expect("chmod");
+        let dst = parent.path().join("dst");
+        copy_tree(&src, &dst).expect("copy");
+        let meta = fs::symlink_metadata(dst.join("null")).expect("lstat");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(meta.file_type().is_char_device());
+        assert_eq!(meta.rdev(), null);
+        assert_eq!(meta.mode() & 0o7777, 0o666, "exact mode despite the umask");
+    }
+
+    #[test]
+    fn keeps_exact_file_modes_whatever_the_umask() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let src = parent.path().join("src");
+        fs::create_dir(&src).expect("mkdir");
+        let mut modes = vec![0o666, 0o777, 0o2755, 0o4711, 0o1644];
+        if rustix::process::geteuid().is_root() {
+            modes.push(0o000); // only root can read it to copy it
+        }
+        for &mode in &modes {
+            let file = src.join(format!("{mode:o}"));
+            fs::write(&file, "x").expect("write");
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let dst = parent.path().join("dst");
+        copy_tree(&src, &dst).expect("copy");
+        for &mode in &modes {
+            let meta = fs::symlink_metadata(dst.join(format!("{mode:o}"))).expect("lstat");
+            assert_eq!(meta.mode() & 0o7777, mode, "{mode:o}");
+        }
+        let top = fs::symlink_metadata(&dst).expect("lstat");
+        assert_eq!(top.mode() & 0o7777, 0o777);
+    }
+
+    #[test]
+    fn refuses_an_existing_destination() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let (src, dst) = (parent.path().join("src"), parent.path().join("dst"));
+        fs::create_dir(&src).expect("mkdir");
+        fs::create_dir(&dst).expect("mkdir");
+        let err = copy_tree(&src, &dst).expect_err("dst exists");
+        assert!(err.to_string().contains("dst"), "{err}");
+    }
 }

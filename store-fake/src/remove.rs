@@ -37,3 +37,22 @@ fn make_dirs_writable(path: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_trees_with_read_only_directories_and_ignores_missing_paths() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let tree = parent.path().join("t");
+        fs::create_dir_all(tree.join("ro/inner")).expect("mkdir");
+        fs::write(tree.join("ro/inner/f"), "x").expect("write");
+        fs::set_permissions(tree.join("ro"), fs::Permissions::from_mode(0o500)).expect("chmod");
+        fs::set_permissions(tree.join("ro/inner"), fs::Permissions::from_mode(0o500))
+            .expect("chmod");
+        remove_tree(&tree).expect("remove");
+        assert!(!tree.exists());
+        remove_tree(&tree).expect("missing is fine");
+    }
+}
