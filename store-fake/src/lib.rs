@@ -31,8 +31,9 @@
 //!
 //! # Beyond OBuilder's mock store
 //!
-//! OBuilder's unit-test `Mock_store` has no caches (`assert false`), re-raises panics without
-//! cleaning up, keeps logs outside the result and lets anyone write to results. This fake:
+//! OBuilder's unit-test `Mock_store` has no caches (`assert false`), leaves the build
+//! directory behind when the build function raises, keeps logs outside the result, lets
+//! anyone write to results and reports a made-up 100 % free space. This fake:
 //!
 //! - implements caches fully: new caches owned by the requested user, independent copies,
 //!   first-release-wins generations, discard on drop, and both `delete_cache` behaviours
@@ -74,11 +75,16 @@
 //!
 //! # Layout and limits
 //!
-//! The root holds `state/` (the [`state_dir`](store_api::Store::state_dir)), `building/<id>`
-//! (a running build; the log is `log` in it), `result/<id>`, `master/<id>`, `caches/` and
-//! scratch directories that opening empties. Only one `FakeStore` may have a root open at a
-//! time. Filesystem work runs on the calling task: the fake is meant for test-sized trees,
-//! and copies everything, so it is no model of copy-on-write space use.
+//! The root holds a `store-fake` marker file, `state/` (the
+//! [`state_dir`](store_api::Store::state_dir)), `building/<id>` (a running build; the log is
+//! `log` in it), `result/<id>`, `master/<id>`, `caches/` and scratch directories that opening
+//! empties. Only one `FakeStore` may have a root open at a time.
+//!
+//! Filesystem work runs on the calling task, without child processes: the fake is meant for
+//! test-sized trees, and copies everything (a build from a base copies the base, and a
+//! commit copies the result once more for its master), so it is no model of copy-on-write
+//! space use. Speed is bound by file creation: put the root on a tmpfs (`TMPDIR=/dev/shm`
+//! for [`FakeStore::new`]) when a test builds thousands of steps.
 
 mod build;
 mod cache;
