@@ -65,9 +65,10 @@
 //!
 //! # Ownership
 //!
-//! Copies (base to build directory, build to result, cache version to leased copy) keep
-//! owners, modes (setuid included), symlinks, hard links within the tree, device nodes and
-//! FIFOs, and access and modification times; extended attributes are not copied. A new
+//! Copies (base master to build directory, build directory to master, cache version to
+//! leased copy) keep owners, modes (setuid included), symlinks, hard links within the tree,
+//! device nodes and FIFOs, and access and modification times; extended attributes are not
+//! copied. A new
 //! cache's directory is `chown`ed to the requested [`User`](store_api::User). When the
 //! process is not root and may not `chown`, the directory (and any copied file it cannot give
 //! away) stays owned by the process, and [`CacheInfo::owner`] still records the requested
