@@ -169,10 +169,13 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
     }
 }
 
-impl<E: StdError + 'static> StdError for BuildError<E> {
+/// `E` only needs `Debug + Display`, so that the common `Box<dyn Error + Send + Sync>` (which is
+/// not itself an `Error`) works with `?`. The build function's error is part of the message;
+/// [`source`](StdError::source) is the store's error, when that is what failed.
+impl<E: fmt::Debug + fmt::Display> StdError for BuildError<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            BuildError::Failed(e) => Some(e),
+            BuildError::Failed(_) => None,
             BuildError::Store(e) => Some(e),
         }
     }

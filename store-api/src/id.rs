@@ -25,6 +25,8 @@ use crate::name_error::{NameError, NameErrorReason, NameKind};
 /// assert_eq!(id.as_str(), "3f2a9c");
 ///
 /// let err = Id::new("../etc").unwrap_err();
+/// assert!(err.to_string().contains("'/' at byte 2"), "{err}");
+/// let err = Id::new(".hidden").unwrap_err();
 /// assert!(err.to_string().contains("must not start with '.'"), "{err}");
 /// # Ok::<(), store_api::NameError>(())
 /// ```
