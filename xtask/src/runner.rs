@@ -168,7 +168,7 @@ impl Runner {
     /// Runs `cmd` to completion; a non-zero exit is *not* an error here.
     pub async fn output(&self, cmd: &Cmd) -> Result<Output> {
         let argv = cmd.display();
-        tracing::debug!(target: "xtask::cmd", %argv, "run");
+        tracing::info!(target: "xtask::cmd", %argv, "run");
         let started = Instant::now();
         let out = self
             .exec

@@ -50,7 +50,11 @@ pub async fn run(
         None
     } else {
         let report = leaks::check(runner, &fp).await;
-        report.print("host");
+        report.print(if std::env::var_os("ZSTORE_VM").is_some() {
+            "guest"
+        } else {
+            "host"
+        });
         Some(report)
     };
     let outcome = match (outcome, finished) {

@@ -146,6 +146,7 @@ pub async fn run(
     spec: &VmSpec,
 ) -> Result<VmOutcome> {
     prereq::ensure(runner, &RUN_NEEDS, "running the VM").await?;
+    remove_stale_control_dirs(&std::env::temp_dir());
     let ctl = tempfile::Builder::new()
         .prefix("zstore-vm-")
         .tempdir()
@@ -154,6 +155,9 @@ pub async fn run(
         })?;
     let ctl_path = ctl.path().to_path_buf();
     write_control(&ctl_path, spec)?;
+    let owner = ctl_path.join(OWNER_FILE);
+    std::fs::write(&owner, std::process::id().to_string())
+        .map_err(|e| XtaskError::io("writing", owner, e))?;
     let marker = ctl_path.to_string_lossy().into_owned();
     let qemu = qemu_command(image, spec, &ctl_path)?;
     let stderr_file = std::fs::File::create(ctl_path.join("qemu.stderr"))
@@ -224,6 +228,33 @@ pub async fn run(
         fetched,
         marker,
     })
+}
+
+/// In each control directory: the pid of the xtask that made it.
+const OWNER_FILE: &str = "xtask.pid";
+
+/// Removes control directories left by an xtask that was killed with SIGKILL (its qemu died
+/// with it through the parent-death signal, but nothing removed the directory).
+fn remove_stale_control_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_ctl = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("zstore-vm-"));
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let (true, Some(pid)) = (is_ctl, owner) {
+            if !crate::procs::alive(pid) {
+                tracing::info!(dir = %path.display(), pid, "removing a stale VM control directory");
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
 }
 
 fn guest_exit(ctl: &Path) -> GuestExit {
@@ -530,6 +561,24 @@ mod tests {
         assert_eq!(t.read_lines(), ["init 1.0"]);
         std::fs::write(&p, "init 1.0\nmounted 2.0\n").expect("write");
         assert_eq!(t.read_lines(), ["mounted 2.0"]);
+    }
+
+    #[test]
+    fn stale_control_dirs_of_dead_owners_are_removed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let live = tmp.path().join("zstore-vm-live");
+        let dead = tmp.path().join("zstore-vm-dead");
+        let other = tmp.path().join("unrelated");
+        for d in [&live, &dead, &other] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        std::fs::write(live.join(OWNER_FILE), std::process::id().to_string()).expect("write");
+        // pid_max is at most 2^22, so this pid cannot exist.
+        std::fs::write(dead.join(OWNER_FILE), "4294967295").expect("write");
+        std::fs::write(other.join(OWNER_FILE), "4294967295").expect("write");
+        remove_stale_control_dirs(tmp.path());
+        assert!(live.exists() && other.exists());
+        assert!(!dead.exists());
     }
 
     #[test]
