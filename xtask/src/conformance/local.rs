@@ -2,7 +2,7 @@
 //! prepare the engine, create the pool, run the suite, destroy the pool, undo the engine
 //! preparation, check for leftovers. Cleanup runs on every path, including SIGINT/SIGTERM.
 
-use super::report::{Outcome, PrintProgress, RunReport};
+use super::report::{Outcome, RunReport};
 use super::seam::{self, SuiteOptions, SuiteTarget};
 use crate::cancel::Cancel;
 use crate::cli::SuiteArgs;
@@ -27,7 +27,7 @@ pub async fn run(
     if choice == EngineChoice::Fake {
         let outcome = suite(cancel, &SuiteTarget::Fake, &opts).await;
         return RunReport {
-            engine: "fake (in-memory store, no ZFS)".into(),
+            engine: "fake (store-fake on plain directories, no ZFS)".into(),
             pool: None,
             outcome,
             leaks: Some(Default::default()),
@@ -165,11 +165,7 @@ async fn existing_pool(
 }
 
 async fn suite(cancel: &Cancel, target: &SuiteTarget, opts: &SuiteOptions) -> Outcome {
-    let mut progress = PrintProgress::new();
-    match cancel
-        .run(seam::run_suite(target, opts, &mut progress))
-        .await
-    {
+    match cancel.run(seam::run_suite(target, opts)).await {
         Ok(report) => Outcome::Completed { report },
         Err(XtaskError::NotWired(reason)) => Outcome::NotWired { reason },
         Err(e) => error_outcome(e),

@@ -1,5 +1,6 @@
 //! `cargo xtask conformance` and the hidden `run-suite` that the VM lane runs in the guest.
 
+mod fake_factory;
 mod local;
 pub mod report;
 pub mod seam;

@@ -2,24 +2,34 @@
 //! hands back to the host), progress lines, the summary table and the final line.
 
 use std::io::Write;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::seam::Progress;
 use crate::error::{EXIT_FAILED, EXIT_NOT_WIRED, EXIT_OK};
 use crate::leaks::LeakReport;
+
+/// How one case (one check of the suite) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaseStatus {
+    /// The store behaved as the contract says.
+    Passed,
+    /// The store broke the contract.
+    Failed,
+    /// Not applicable to this backend.
+    Skipped,
+}
 
 /// One case's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
     /// The case name.
     pub name: String,
-    /// Whether it passed.
-    pub passed: bool,
+    /// How it ended.
+    pub status: CaseStatus,
     /// How long it took.
     pub secs: f64,
-    /// Why it failed (or a note).
+    /// Why it failed or was skipped.
     pub message: Option<String>,
 }
 
@@ -33,13 +43,20 @@ pub struct SuiteReport {
 }
 
 impl SuiteReport {
+    fn count(&self, status: CaseStatus) -> usize {
+        self.cases.iter().filter(|c| c.status == status).count()
+    }
     /// Cases that passed.
     pub fn passed(&self) -> usize {
-        self.cases.iter().filter(|c| c.passed).count()
+        self.count(CaseStatus::Passed)
     }
     /// Cases that failed.
     pub fn failed(&self) -> usize {
-        self.cases.len() - self.passed()
+        self.count(CaseStatus::Failed)
+    }
+    /// Cases skipped as not applicable.
+    pub fn skipped(&self) -> usize {
+        self.count(CaseStatus::Skipped)
     }
 }
 
@@ -110,19 +127,20 @@ impl RunReport {
                     .max(4);
                 let _ = writeln!(out, "{:<width$}  result  time", "case");
                 let mut cases: Vec<&CaseResult> = report.cases.iter().collect();
-                cases.sort_by_key(|c| c.passed);
+                // Failures last, next to the final line, where they are seen.
+                cases.sort_by_key(|c| c.status == CaseStatus::Failed);
                 for c in cases {
-                    let _ = writeln!(
-                        out,
-                        "{:<width$}  {:<6}  {:>6.2} s{}",
-                        c.name,
-                        if c.passed { "ok" } else { "FAILED" },
-                        c.secs,
-                        c.message
-                            .as_deref()
-                            .map(|m| format!("  {m}"))
-                            .unwrap_or_default()
-                    );
+                    let verdict = match c.status {
+                        CaseStatus::Passed => "ok",
+                        CaseStatus::Failed => "FAILED",
+                        CaseStatus::Skipped => "skip",
+                    };
+                    let _ = writeln!(out, "{:<width$}  {verdict:<6}  {:>6.2} s", c.name, c.secs);
+                    if let Some(m) = &c.message {
+                        for line in m.lines() {
+                            let _ = writeln!(out, "    {line}");
+                        }
+                    }
                 }
             }
             if let Some(seed) = report.seed {
@@ -141,8 +159,12 @@ impl RunReport {
         };
         match &self.outcome {
             Outcome::Completed { report } => {
+                let skipped = match report.skipped() {
+                    0 => String::new(),
+                    n => format!(", {n} skipped"),
+                };
                 println!(
-                    "conformance: {} passed, {} failed{leaks}",
+                    "conformance: {} passed, {} failed{skipped}{leaks}",
                     report.passed(),
                     report.failed()
                 );
@@ -155,47 +177,6 @@ impl RunReport {
     }
 }
 
-/// Prints one line per finished case: `[n] name ... ok (0.12 s)`.
-#[derive(Debug)]
-#[allow(dead_code, reason = "fed by the suite once the seam is wired")]
-pub struct PrintProgress {
-    done: usize,
-    started: Option<Instant>,
-}
-
-impl PrintProgress {
-    /// A new printer.
-    pub fn new() -> Self {
-        PrintProgress {
-            done: 0,
-            started: None,
-        }
-    }
-}
-
-impl Default for PrintProgress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Progress for PrintProgress {
-    fn case_started(&mut self, _name: &str) {
-        self.started = Some(Instant::now());
-    }
-
-    fn case_finished(&mut self, r: &CaseResult) {
-        self.done += 1;
-        println!(
-            "[{:>3}] {} ... {} ({:.2} s)",
-            self.done,
-            r.name,
-            if r.passed { "ok" } else { "FAILED" },
-            r.secs
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +184,11 @@ mod tests {
     fn case(name: &str, passed: bool) -> CaseResult {
         CaseResult {
             name: name.into(),
-            passed,
+            status: if passed {
+                CaseStatus::Passed
+            } else {
+                CaseStatus::Failed
+            },
             secs: 0.1,
             message: None,
         }

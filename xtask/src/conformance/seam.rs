@@ -1,26 +1,27 @@
-//! THE one place where xtask calls the conformance suite. **Not wired yet.**
+//! THE one place where xtask calls the conformance suite.
 //!
-//! The `conformance` crate (a store-factory trait plus an async `run` returning a report) and
-//! `store-zfs` (`ZfsStore`) are being written now; their APIs are not fixed, so nothing here
-//! guesses them. Wiring means: implement [`run_suite`] by building the conformance crate's
-//! factory for the [`SuiteTarget`] (`ZfsStore` on the pool's mountpoint, or the fake store),
-//! calling its `run` with [`SuiteOptions`], forwarding per-case progress to [`Progress`], and
-//! converting its report into a [`SuiteReport`]. Everything around it (engines, pools, the VM,
-//! leak checks, the summary and the exit status) already works and needs no change.
-//!
-//! Until then [`run_suite`] returns [`XtaskError::NotWired`]: a conformance run exits with
-//! status 3 and says so; it never reports a pass.
+//! Wired for the fake store (`--engine fake`): the `conformance` crate's [`conformance::run`] /
+//! [`conformance::replay_with`] with a `store-fake` factory. **Not wired yet for ZFS**: the
+//! `store-zfs` crate (`ZfsStore`) has not landed, so for a ZFS target [`run_suite`] returns
+//! [`XtaskError::NotWired`], a conformance run exits with status 3 and says so, and it never
+//! reports a pass. Wiring ZFS means: a `StoreFactory` whose `fresh` makes a new dataset (or
+//! pool) under [`SuiteTarget::Zfs`]'s pool and opens `ZfsStore` there, passed to the same
+//! calls below. Everything around the seam (engines, pools, the VM, leak checks, the summary
+//! and the exit status) needs no change.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::report::{CaseResult, SuiteReport};
+use super::fake_factory::FakeFactory;
+use super::report::{CaseResult, CaseStatus, SuiteReport};
 use crate::engine::ZfsKind;
 use crate::error::{Result, XtaskError};
 
 /// What the suite runs against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SuiteTarget {
-    /// The in-memory fake store (no ZFS).
+    /// The fake store (`store-fake`, plain directories, no ZFS).
     Fake,
     /// A ZFS pool prepared by xtask (or given with `--pool`).
     Zfs {
@@ -40,34 +41,104 @@ pub struct SuiteOptions {
     pub cases: Option<u32>,
     /// Seed for generated cases.
     pub seed: Option<u64>,
-    /// A recorded failure to replay.
+    /// A recorded failing sequence to replay.
     pub replay: Option<PathBuf>,
 }
 
-/// Receives progress while the suite runs (xtask prints it).
-#[allow(dead_code, reason = "called by the suite once the seam is wired")]
-pub trait Progress {
-    /// A case is starting.
-    fn case_started(&mut self, name: &str);
-    /// A case has finished.
-    fn case_finished(&mut self, result: &CaseResult);
+/// Runs the conformance suite against `target`, printing progress on stdout.
+pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<SuiteReport> {
+    match target {
+        SuiteTarget::Fake => run_with(FakeFactory, opts).await,
+        SuiteTarget::Zfs { .. } => {
+            tracing::warn!(?target, "the conformance seam is not wired for ZFS yet");
+            Err(XtaskError::NotWired(
+                "xtask/src/conformance/seam.rs has no ZfsStore factory yet (store-zfs has not \
+                 landed); nothing was tested on ZFS"
+                    .into(),
+            ))
+        }
+    }
 }
 
-/// Runs the conformance suite against `target`. NOT WIRED YET: always
-/// [`XtaskError::NotWired`].
-pub async fn run_suite(
-    target: &SuiteTarget,
+async fn run_with<F: conformance::StoreFactory>(
+    factory: F,
     opts: &SuiteOptions,
-    progress: &mut dyn Progress,
 ) -> Result<SuiteReport> {
-    let _ = (opts, progress);
-    tracing::warn!(
-        ?target,
-        "conformance suite seam reached, but it is not wired yet"
-    );
-    Err(XtaskError::NotWired(
-        "xtask/src/conformance/seam.rs does not call the conformance crate yet (waiting for its \
-         factory trait + run() and for store-zfs's ZfsStore); nothing was tested"
-            .into(),
-    ))
+    let mut config = conformance::Config::from_env()
+        .map_err(|e| XtaskError::Invalid(format!("conformance settings: {e}")))?;
+    if let Some(n) = opts.cases {
+        config.cases = n;
+    }
+    if opts.seed.is_some() {
+        config.seed = opts.seed;
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    config.progress = Some(Arc::new(move |ev: &conformance::Progress| {
+        print_progress(&done, ev)
+    }));
+    let report = match &opts.replay {
+        Some(file) => conformance::replay_with(factory, file.clone(), config)
+            .await
+            .map_err(|e| XtaskError::Invalid(format!("--replay {}: {e}", file.display())))?,
+        None => conformance::run(factory, config).await,
+    };
+    Ok(convert(&report))
+}
+
+/// One line per finished check, plus a note when a failing case is being shrunk.
+fn print_progress(done: &AtomicUsize, ev: &conformance::Progress) {
+    match ev {
+        conformance::Progress::CheckFinished {
+            check,
+            passed,
+            took,
+        } => {
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let verdict = if *passed { "ok" } else { "FAILED" };
+            println!(
+                "[{n:>3}] {check} ... {verdict} ({:.2} s)",
+                took.as_secs_f64()
+            );
+        }
+        conformance::Progress::Shrinking { check } => {
+            println!("      {check}: a case failed, shrinking it");
+        }
+        _ => {}
+    }
+}
+
+fn convert(report: &conformance::Report) -> SuiteReport {
+    let cases = report
+        .checks
+        .iter()
+        .map(|c| {
+            let (status, message) = match &c.outcome {
+                conformance::CheckOutcome::Passed => (CaseStatus::Passed, None),
+                conformance::CheckOutcome::Skipped(why) => (CaseStatus::Skipped, Some(why.clone())),
+                conformance::CheckOutcome::Failed(f) => {
+                    let mut m = f.message.clone();
+                    if let Some(seq) = &f.sequence {
+                        m.push_str(&format!("\n{}", seq.script));
+                        if let Some(p) = &seq.saved_to {
+                            m.push_str(&format!(
+                                "\nreplay: cargo xtask conformance --replay {}",
+                                p.display()
+                            ));
+                        }
+                    }
+                    (CaseStatus::Failed, Some(m))
+                }
+            };
+            CaseResult {
+                name: c.name.clone(),
+                status,
+                secs: c.took.as_secs_f64(),
+                message,
+            }
+        })
+        .collect();
+    SuiteReport {
+        cases,
+        seed: Some(report.seed),
+    }
 }
