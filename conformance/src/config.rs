@@ -11,7 +11,8 @@ use crate::report::Progress;
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// The suite's knobs. [`Config::default`] keeps `cargo test` fast on an in-memory backend;
-/// [`Config::from_env`] applies the `ZSTORE_CONFORMANCE_*` variables on top.
+/// [`Config::from_env`] applies the `ZSTORE_CONFORMANCE_*` variables on top. Build one with
+/// `Config { cases: 8, ..Config::default() }` (fields may be added later).
 ///
 /// | variable | field |
 /// |---|---|
@@ -25,7 +26,6 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// | `ZSTORE_CONFORMANCE_ONLY` | [`only`](Config::only) (comma-separated check names) |
 /// | `ZSTORE_CONFORMANCE_QUICK_CHECKS` | [`full_check_each_step`](Config::full_check_each_step) `= false` when set to `1` |
 #[derive(Clone)]
-#[non_exhaustive]
 pub struct Config {
     /// How many random operation sequences to run.
     pub cases: u32,

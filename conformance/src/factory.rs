@@ -14,7 +14,8 @@ pub type FactoryError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a backend declares about itself; the suite adapts its expectations to it.
 ///
-/// Start from [`Capabilities::default`] (no reopen, `Busy` reported) and set fields:
+/// Start from [`Capabilities::default`] (no reopen, `Busy` reported) and set fields, always
+/// ending with `..Default::default()` so that fields added later do not break your code:
 ///
 /// ```
 /// let caps = conformance::Capabilities {
@@ -24,7 +25,6 @@ pub type FactoryError = Box<dyn std::error::Error + Send + Sync>;
 /// assert!(caps.may_return_busy);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Capabilities {
     /// [`StoreFactory::reopen`] works: a store dropped and opened again over the same storage
     /// keeps its results, caches and `state_dir`. Enables the `reopen` step and the scenarios

@@ -415,6 +415,6 @@ mod tests {
             assert_eq!(model.diff(&disk), None, "after {edit}");
         }
         assert!(matches!(model.get("e"), Some(Node::Dir { mode: 0o700 })));
-        assert_eq!(model.entries().len(), 5, "{model}");
+        assert_eq!(model.entries().len(), 4, "{model}");
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod broken;
+
 use std::sync::{Arc, Mutex};
 
 use conformance::{Capabilities, FactoryError, StoreFactory};
@@ -48,10 +50,11 @@ impl StoreFactory for FakeFactory {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::default();
-        caps.can_reopen = true;
-        caps.may_return_busy = self.policy == BusyPolicy::ReportBusy;
-        caps
+        Capabilities {
+            can_reopen: true,
+            may_return_busy: self.policy == BusyPolicy::ReportBusy,
+            ..Capabilities::default()
+        }
     }
 
     async fn fresh(&self) -> Result<(Arc<dyn Store>, FakeStorage), FactoryError> {
@@ -91,5 +94,32 @@ impl StoreFactory for FakeFactory {
             }
         }
         Ok(())
+    }
+}
+
+/// The fake declared without the reopen capability: checks that need it must skip, the
+/// others must still pass.
+pub struct NoReopen(pub FakeFactory);
+
+#[async_trait::async_trait]
+impl StoreFactory for NoReopen {
+    type Storage = FakeStorage;
+
+    fn name(&self) -> String {
+        format!("{}-no-reopen", self.0.name())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.0.capabilities();
+        caps.can_reopen = false;
+        caps
+    }
+
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, FakeStorage), FactoryError> {
+        self.0.fresh().await
+    }
+
+    async fn teardown(&self, storage: FakeStorage) -> Result<(), FactoryError> {
+        self.0.teardown(storage).await
     }
 }

@@ -1,0 +1,482 @@
+//! Deliberately broken stores: the fake wrapped so that it breaks one point of the contract
+//! each, the way real backends have. The suite must fail every one of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use conformance::{Capabilities, FactoryError, StoreFactory};
+use store_api::{
+    BuildError, BuildFn, BuildFnError, CacheCopy, CacheLease, CacheName, DeleteCacheError, Id,
+    ReleaseOutcome, Store, StoreError, User,
+};
+use store_fake::BusyPolicy;
+
+use super::{FakeFactory, FakeStorage};
+
+/// The defects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// A release that lost the race is published anyway (last writer wins).
+    PublishesStaleRelease,
+    /// A build without base starts with the files of the previous build.
+    LeaksPreviousBuildIntoFreshBuild,
+    /// A build whose function failed keeps what it wrote as the result.
+    KeepsFailedBuild,
+    /// Deleting a result deletes everything built on it (`destroy -R`).
+    DeleteTakesChildren,
+    /// Declares `may_return_busy` but lets delete win.
+    NeverBusyWhileClaimingItMay,
+    /// Result paths are writable and later builds are cloned from them.
+    WritableResultFeedsLaterBuilds,
+    /// A build whose future was dropped while its function ran shows up as a result.
+    RecordsCancelledBuild,
+    /// Counts copies out, but forgets to count down when a copy is dropped (OBuilder's leaked
+    /// clone counter): `delete_cache` stays Busy.
+    LeaksCopyCountOnDrop,
+    /// Escapes cache names lossily: `a%2fb` and `a/b` share storage.
+    LossyCacheNameEscaping,
+    /// Creates every cache owned by root, whatever user was asked for.
+    IgnoresCacheOwner,
+    /// Turns the build function's own error into a store error.
+    SwallowsBuildFnError,
+}
+
+/// State a broken wrapper keeps across reopen (it lives with the storage).
+#[derive(Default)]
+struct Shared {
+    last_built: Mutex<Option<Id>>,
+    children: Mutex<BTreeMap<Id, BTreeSet<Id>>>,
+    running: Mutex<BTreeSet<Id>>,
+    killed: Mutex<BTreeSet<Id>>,
+    ghosts: Mutex<BTreeSet<Id>>,
+    copies_out: Mutex<BTreeMap<CacheName, usize>>,
+}
+
+pub struct BrokenFactory {
+    pub defect: Defect,
+    fake: FakeFactory,
+}
+
+impl BrokenFactory {
+    pub fn new(defect: Defect) -> Self {
+        let policy = if defect == Defect::NeverBusyWhileClaimingItMay {
+            BusyPolicy::DeleteWins
+        } else {
+            BusyPolicy::ReportBusy
+        };
+        Self {
+            defect,
+            fake: FakeFactory::new(policy),
+        }
+    }
+
+    fn wrap(&self, inner: Arc<dyn Store>, storage: &BrokenStorage) -> Arc<dyn Store> {
+        Arc::new(Broken {
+            defect: self.defect,
+            inner,
+            shared: Arc::clone(&storage.shared),
+            scratch: storage.scratch.path().to_path_buf(),
+        })
+    }
+}
+
+pub struct BrokenStorage {
+    fake: FakeStorage,
+    shared: Arc<Shared>,
+    scratch: tempfile::TempDir,
+}
+
+#[async_trait]
+impl StoreFactory for BrokenFactory {
+    type Storage = BrokenStorage;
+
+    fn name(&self) -> String {
+        format!("broken-{:?}", self.defect)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.fake.capabilities();
+        if self.defect == Defect::NeverBusyWhileClaimingItMay {
+            caps.may_return_busy = true;
+        }
+        caps
+    }
+
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, BrokenStorage), FactoryError> {
+        let (inner, fake) = self.fake.fresh().await?;
+        let storage = BrokenStorage {
+            fake,
+            shared: Arc::default(),
+            scratch: tempfile::tempdir()?,
+        };
+        Ok((self.wrap(inner, &storage), storage))
+    }
+
+    async fn reopen(&self, storage: &BrokenStorage) -> Result<Arc<dyn Store>, FactoryError> {
+        let inner = self.fake.reopen(&storage.fake).await?;
+        Ok(self.wrap(inner, storage))
+    }
+
+    async fn teardown(&self, storage: BrokenStorage) -> Result<(), FactoryError> {
+        self.fake.teardown(storage.fake).await
+    }
+}
+
+struct Broken {
+    defect: Defect,
+    inner: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    scratch: PathBuf,
+}
+
+impl Broken {
+    fn mirror(&self, id: &Id) -> PathBuf {
+        self.scratch.join("mirror").join(id.as_str())
+    }
+
+    fn ghost(&self, id: &Id) -> PathBuf {
+        self.scratch.join("ghost").join(id.as_str())
+    }
+
+    fn inner_name(&self, name: &CacheName) -> CacheName {
+        if self.defect == Defect::LossyCacheNameEscaping {
+            CacheName::new(name.as_str().replace("%2f", "/")).expect("still valid")
+        } else {
+            name.clone()
+        }
+    }
+
+    fn forget_result(&self, id: &Id) {
+        let _ = fs::remove_dir_all(self.mirror(id));
+        let _ = fs::remove_dir_all(self.ghost(id));
+        lock(&self.shared.ghosts).remove(id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl Store for Broken {
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.inner.state_dir()
+    }
+
+    async fn build_dyn(
+        &self,
+        base: Option<&Id>,
+        id: &Id,
+        f: BuildFn<'_>,
+    ) -> Result<(), BuildError<BuildFnError>> {
+        let mut base = base.cloned();
+        if self.defect == Defect::LeaksPreviousBuildIntoFreshBuild && base.is_none() {
+            let last = lock(&self.shared.last_built).clone();
+            if let Some(last) = last
+                && matches!(self.inner.result(&last).await, Ok(Some(_)))
+            {
+                base = Some(last);
+            }
+        }
+        let failed_copy = Arc::new(Mutex::new(None::<tempfile::TempDir>));
+        let started = Arc::new(AtomicBool::new(false));
+        let f: BuildFn<'_> = {
+            let defect = self.defect;
+            let failed_copy = Arc::clone(&failed_copy);
+            let started = Arc::clone(&started);
+            let mirror_base = base.as_ref().map(|b| self.mirror(b));
+            Box::new(move |dir: PathBuf| {
+                started.store(true, Ordering::SeqCst);
+                if defect == Defect::WritableResultFeedsLaterBuilds
+                    && let Some(mirror) = mirror_base
+                {
+                    // Clone from the handed-out result path, not from the store's own copy.
+                    let _ = clear_dir(&dir);
+                    let _ = copy_dir(&mirror, &dir);
+                }
+                let fut = f(dir.clone());
+                Box::pin(async move {
+                    let r = fut.await;
+                    if r.is_err() && defect == Defect::KeepsFailedBuild {
+                        let keep = tempfile::tempdir().expect("tempdir");
+                        let _ = copy_dir(&dir, keep.path());
+                        *lock(&failed_copy) = Some(keep);
+                    }
+                    r
+                })
+            })
+        };
+        // Records the build as a result if its future is dropped after the function started.
+        struct Ghost<'a> {
+            store: &'a Broken,
+            id: Id,
+            started: Arc<AtomicBool>,
+            done: bool,
+        }
+        impl Drop for Ghost<'_> {
+            fn drop(&mut self) {
+                if !self.done && self.started.load(Ordering::SeqCst) {
+                    let _ = fs::create_dir_all(self.store.ghost(&self.id));
+                    lock(&self.store.shared.ghosts).insert(self.id.clone());
+                }
+            }
+        }
+        let mut ghost = (self.defect == Defect::RecordsCancelledBuild).then(|| Ghost {
+            store: self,
+            id: id.clone(),
+            started: Arc::clone(&started),
+            done: false,
+        });
+        if let Some(base) = &base {
+            // Like a ZFS clone, the build is a child of its base from the moment it starts.
+            lock(&self.shared.children)
+                .entry(base.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        struct Running<'a>(&'a Shared, Id);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.running).remove(&self.1);
+            }
+        }
+        lock(&self.shared.running).insert(id.clone());
+        let running = Running(&self.shared, id.clone());
+        let mut r = self.inner.build_dyn(base.as_ref(), id, f).await;
+        drop(running);
+        if let Some(g) = ghost.as_mut() {
+            g.done = true;
+        }
+        if lock(&self.shared.killed).remove(id) && r.is_ok() {
+            // `destroy -R` took the running build's dataset with its base.
+            let _ = self.inner.delete(id).await;
+            r = Err(BuildError::Store(StoreError::backend(
+                "the build's dataset was destroyed while it ran",
+            )));
+        }
+        match &r {
+            Ok(()) => {
+                self.forget_result(id);
+                *lock(&self.shared.last_built) = Some(id.clone());
+                if let Some(base) = &base {
+                    lock(&self.shared.children)
+                        .entry(base.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
+                if self.defect == Defect::WritableResultFeedsLaterBuilds
+                    && let Ok(Some(path)) = self.inner.result(id).await
+                {
+                    let _ = copy_dir(&path, &self.mirror(id));
+                }
+            }
+            Err(BuildError::Failed(_)) => {
+                let kept = lock(&failed_copy).take();
+                if let Some(kept) = kept {
+                    let src = kept.path().to_path_buf();
+                    let _ = self
+                        .inner
+                        .build_dyn(
+                            None,
+                            id,
+                            Box::new(move |dir| {
+                                Box::pin(async move {
+                                    let _ = copy_dir(&src, &dir);
+                                    drop(kept);
+                                    Ok(())
+                                })
+                            }),
+                        )
+                        .await;
+                }
+            }
+            Err(BuildError::Store(_)) => {}
+        }
+        match r {
+            Err(BuildError::Failed(_)) if self.defect == Defect::SwallowsBuildFnError => Err(
+                BuildError::Store(StoreError::backend("the build step failed")),
+            ),
+            r => r,
+        }
+    }
+
+    async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+        let r = self.inner.result(id).await?;
+        if r.is_none() && lock(&self.shared.ghosts).contains(id) {
+            return Ok(Some(self.ghost(id)));
+        }
+        if self.defect == Defect::WritableResultFeedsLaterBuilds
+            && r.is_some()
+            && self.mirror(id).exists()
+        {
+            return Ok(Some(self.mirror(id)));
+        }
+        Ok(r)
+    }
+
+    async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+        if self.defect == Defect::WritableResultFeedsLaterBuilds
+            && self.mirror(id).exists()
+            && matches!(self.inner.result(id).await, Ok(Some(_)))
+        {
+            return Ok(self.mirror(id).join("log"));
+        }
+        self.inner.log_file(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> Result<(), StoreError> {
+        let mut doomed = vec![id.clone()];
+        if self.defect == Defect::DeleteTakesChildren {
+            let children = lock(&self.shared.children).clone();
+            let mut i = 0;
+            while i < doomed.len() {
+                if let Some(kids) = children.get(&doomed[i]) {
+                    for kid in kids {
+                        if !doomed.contains(kid) {
+                            doomed.push(kid.clone());
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }
+        for d in &doomed {
+            if lock(&self.shared.running).contains(d) {
+                lock(&self.shared.killed).insert(d.clone());
+            }
+            self.inner.delete(d).await?;
+            self.forget_result(d);
+            lock(&self.shared.children).remove(d);
+        }
+        Ok(())
+    }
+
+    async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
+        let user = if self.defect == Defect::IgnoresCacheOwner {
+            User::ROOT
+        } else {
+            user
+        };
+        let lease = self.inner.cache(user, &self.inner_name(name)).await?;
+        *lock(&self.shared.copies_out)
+            .entry(name.clone())
+            .or_default() += 1;
+        let path = lease.path().to_path_buf();
+        Ok(CacheLease::new(
+            name.clone(),
+            path,
+            Box::new(BrokenCopy {
+                defect: self.defect,
+                inner: Some(lease),
+                store: Arc::clone(&self.inner),
+                shared: Arc::clone(&self.shared),
+                name: name.clone(),
+                inner_name: self.inner_name(name),
+            }),
+        ))
+    }
+
+    async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
+        if self.defect == Defect::LeaksCopyCountOnDrop
+            && lock(&self.shared.copies_out)
+                .get(name)
+                .copied()
+                .unwrap_or(0)
+                > 0
+        {
+            return Err(DeleteCacheError::Busy { name: name.clone() });
+        }
+        self.inner.delete_cache(&self.inner_name(name)).await
+    }
+
+    async fn complete_deletes(&self) -> Result<(), StoreError> {
+        self.inner.complete_deletes().await
+    }
+
+    async fn df(&self) -> Result<f64, StoreError> {
+        self.inner.df().await
+    }
+}
+
+struct BrokenCopy {
+    defect: Defect,
+    inner: Option<CacheLease>,
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    name: CacheName,
+    inner_name: CacheName,
+}
+
+impl BrokenCopy {
+    fn count_down(&self) {
+        if let Some(n) = lock(&self.shared.copies_out).get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+#[async_trait]
+impl CacheCopy for BrokenCopy {
+    async fn release(mut self: Box<Self>) -> Result<ReleaseOutcome, StoreError> {
+        self.count_down();
+        let lease = self.inner.take().expect("released once");
+        let saved = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", "/tmp", e))?;
+        let _ = copy_dir(lease.path(), saved.path());
+        let outcome = lease.release().await?;
+        if outcome == ReleaseOutcome::Discarded && self.defect == Defect::PublishesStaleRelease {
+            let again = self.store.cache(User::ROOT, &self.inner_name).await?;
+            let _ = clear_dir(again.path());
+            let _ = copy_dir(saved.path(), again.path());
+            return again.release().await;
+        }
+        Ok(outcome)
+    }
+
+    fn discard(mut self: Box<Self>) {
+        if self.defect != Defect::LeaksCopyCountOnDrop {
+            self.count_down();
+        }
+        drop(self.inner.take());
+    }
+}
+
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if fs::symlink_metadata(&path)?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a tree (files, directories, symlinks, permission bits) into `dst`.
+fn copy_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dst)?;
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&from)?;
+        if meta.file_type().is_symlink() {
+            symlink(fs::read_link(&from)?, &to)?;
+        } else if meta.is_dir() {
+            copy_dir(&from, &to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(meta.permissions().mode()))?;
+        } else {
+            fs::copy(&from, &to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(meta.permissions().mode()))?;
+        }
+    }
+    Ok(())
+}
