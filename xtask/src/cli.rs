@@ -37,6 +37,9 @@ pub enum Command {
     Vm(VmCommand),
     /// Show which ZFS engines this machine has.
     Engines,
+    /// Run every CI step: fmt, clippy, workspace tests, conformance on fake, zfs-fuse and vm
+    /// (root: installs zfs-fuse, qemu, debootstrap; builds the VM image if not cached).
+    Ci(crate::ci::CiArgs),
     /// Run the suite in this environment and write a JSON report (what `--engine vm` runs
     /// inside the guest).
     #[command(hide = true)]

@@ -5,11 +5,13 @@
 //! - `pool create|destroy|list`: file-backed test pools for operators.
 //! - `vm build|run|info`: the cached Debian guest with OpenZFS built by zfs-dkms.
 //! - `engines`: which engines this machine has.
+//! - `ci`: every CI step in order (what `.ci/run` calls).
 //!
 //! Every external command goes through [`runner::Runner`] (argument vectors, logged with
 //! `tracing`; set `RUST_LOG=xtask=debug` to see each one).
 
 mod cancel;
+mod ci;
 mod cli;
 mod commands;
 mod conformance;
@@ -65,6 +67,7 @@ async fn dispatch(command: Command) -> Result<u8> {
         Command::Pool(cmd) => commands::pool(&runner, cmd).await,
         Command::Vm(cmd) => commands::vm(&runner, &cancel, cmd).await,
         Command::Engines => commands::engines(&runner).await,
+        Command::Ci(args) => ci::run(&runner, &cancel, &args).await,
     }
 }
 

@@ -20,6 +20,10 @@ impl StoreFactory for FakeFactory {
         "fake".into()
     }
 
+    #[allow(
+        clippy::field_reassign_with_default,
+        reason = "Capabilities is non_exhaustive: no struct literal outside its crate"
+    )]
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
         caps.can_reopen = true;
