@@ -131,7 +131,7 @@ pub async fn build(
     };
     let prepared = {
         let (inner, leaf, op) = (inner.clone(), leaf.clone(), op.clone());
-        join(spawn_detached(async move {
+        join(spawn_detached(inner.tasks.clone(), async move {
             let _op = op.lock().await;
             prepare(&inner, &leaf, base_leaf.as_deref()).await
         }))
@@ -148,7 +148,7 @@ pub async fn build(
         BuildFnOutcome::Succeeded => {
             let committed = {
                 let (inner, id, leaf, op) = (inner.clone(), id.clone(), leaf.clone(), op.clone());
-                join(spawn_detached(async move {
+                join(spawn_detached(inner.tasks.clone(), async move {
                     let _op = op.lock().await;
                     commit(&inner, &id, &leaf).await
                 }))

@@ -59,7 +59,7 @@ pub async fn acquire(
 ) -> Result<CacheLease, StoreError> {
     let inner = inner.clone();
     let entry = entry(&inner, name);
-    join(spawn_detached(async move {
+    join(spawn_detached(inner.tasks.clone(), async move {
         let _op = entry.op.lock().await;
         reap_doomed(&inner, &entry).await;
         acquire_locked(&inner, &entry, user).await
@@ -233,7 +233,8 @@ struct ZfsCacheCopy {
 impl CacheCopy for ZfsCacheCopy {
     async fn release(self: Box<Self>) -> Result<ReleaseOutcome, StoreError> {
         let this = *self;
-        join(spawn_detached(async move {
+        let tasks = this.inner.tasks.clone();
+        join(spawn_detached(tasks, async move {
             let ZfsCacheCopy {
                 inner,
                 entry,
@@ -279,7 +280,7 @@ impl CacheCopy for ZfsCacheCopy {
         let ZfsCacheCopy { inner, entry, .. } = *self;
         // Without a runtime the dataset stays until the next operation on this cache or the
         // next open, both of which destroy it.
-        drop(spawn_detached(async move {
+        drop(spawn_detached(inner.tasks.clone(), async move {
             let _op = entry.op.lock().await;
             reap_doomed(&inner, &entry).await;
         }));
@@ -291,7 +292,7 @@ impl CacheCopy for ZfsCacheCopy {
 pub async fn delete(inner: &Shared, name: &CacheName) -> Result<(), DeleteCacheError> {
     let inner = inner.clone();
     let entry = entry(&inner, name);
-    join(spawn_detached(async move {
+    join(spawn_detached(inner.tasks.clone(), async move {
         let _op = entry.op.lock().await;
         reap_doomed(&inner, &entry).await;
         let component = {

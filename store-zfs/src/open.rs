@@ -70,6 +70,7 @@ pub async fn open(
         max_mounted_results,
         results: Mutex::new(ResultIndex::default()),
         caches: Mutex::new(HashMap::new()),
+        tasks: Default::default(),
     });
     reclaim_results(&inner, &rows, &mounted).await?;
     reclaim_caches(&inner, &rows, &mounted).await?;
@@ -266,6 +267,8 @@ async fn reclaim_results(
 struct Gen {
     origin: String,
     own_snap: bool,
+    /// Snapshots other than its own `@v<N>` (moved here by a promote).
+    other_snaps: usize,
 }
 
 #[derive(Default)]
@@ -306,8 +309,11 @@ async fn reclaim_caches(
                 c.gens.entry(n).or_default().origin = col(row, 1).to_owned();
             }
             (Some(Some(n)), Some(s)) => {
+                let g = c.gens.entry(n).or_default();
                 if parse_version(s) == Some(n) {
-                    c.gens.entry(n).or_default().own_snap = true;
+                    g.own_snap = true;
+                } else {
+                    g.other_snaps += 1;
                 }
             }
             _ => tracing::warn!(dataset = rest, "not a store dataset; left alone"),
@@ -343,7 +349,8 @@ async fn reclaim_caches(
             inner.zfs.destroy(&container, Some("-r")).await?;
             continue;
         };
-        if c.gens.len() > 1 || c.gens[&current].origin != "-" {
+        let cur = &c.gens[&current];
+        if c.gens.len() > 1 || cur.origin != "-" || cur.other_snaps > 0 {
             repair_cache(inner, &comp, current, &c).await?;
         }
         lock(&inner.caches).insert(

@@ -79,7 +79,7 @@ pub async fn result(inner: &Shared, id: &Id) -> Result<Option<PathBuf>, StoreErr
     };
     let task_inner = inner.clone();
     let task_leaf = leaf.clone();
-    join(spawn_detached(async move {
+    join(spawn_detached(inner.tasks.clone(), async move {
         let _op = op.lock().await;
         mount_read_only(&task_inner, &task_leaf).await
     }))
@@ -157,6 +157,7 @@ pub async fn reap(inner: &Shared, leaf: String) -> Result<(), StoreError> {
         let ds = inner.layout.result_ds(&leaf);
         let outcome = async {
             inner.zfs.unmount(&ds).await?;
+            lock(&inner.results).set_mount(&leaf, MountState::Unmounted);
             inner.zfs.destroy(&ds, Some("-r")).await
         }
         .await;
@@ -175,7 +176,7 @@ pub fn spawn_reap(
     leaf: String,
 ) -> Option<tokio::task::JoinHandle<Result<(), StoreError>>> {
     let inner = inner.clone();
-    spawn_detached(async move { reap(&inner, leaf).await })
+    spawn_detached(inner.tasks.clone(), async move { reap(&inner, leaf).await })
 }
 
 /// `delete(id)`.
@@ -206,7 +207,7 @@ pub async fn delete(inner: &Shared, id: &Id) -> Result<(), StoreError> {
     let outcome = match plan {
         Plan::Destroy => join(spawn_reap(inner, leaf.clone())).await,
         Plan::Hide(op) => {
-            join(spawn_detached(async move {
+            join(spawn_detached(inner.tasks.clone(), async move {
                 let _op = op.lock().await;
                 let ds = task_inner.layout.result_ds(&task_leaf);
                 task_inner.zfs.set(DELETED_PROPERTY, "on", &ds).await?;

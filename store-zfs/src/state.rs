@@ -162,6 +162,8 @@ pub struct Inner {
     pub results: Mutex<ResultIndex>,
     /// Per-cache state, by name; entries are created on first use or at open.
     pub caches: Mutex<HashMap<CacheName, Arc<CacheEntry>>>,
+    /// The background tasks in flight.
+    pub tasks: Tasks,
 }
 
 impl std::fmt::Debug for Inner {
@@ -179,16 +181,50 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Counts the store's background tasks so that [`Tasks::idle`] can wait for them.
+#[derive(Clone, Debug, Default)]
+pub struct Tasks(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+/// Decrements the count when a task ends, however it ends.
+struct TaskDone(Tasks);
+
+impl Drop for TaskDone {
+    fn drop(&mut self) {
+        let (count, notify) = &*(self.0).0;
+        if count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Tasks {
+    /// Waits until no background task is running.
+    pub async fn idle(&self) {
+        let (count, notify) = &*self.0;
+        loop {
+            let notified = notify.notified();
+            if count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Spawns `fut` on the current tokio runtime so it completes even if its caller is dropped.
 /// Returns `None` (and runs nothing) outside a runtime; the work is then left to the next open.
-pub fn spawn_detached<F>(fut: F) -> Option<tokio::task::JoinHandle<F::Output>>
+pub fn spawn_detached<F>(tasks: Tasks, fut: F) -> Option<tokio::task::JoinHandle<F::Output>>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::runtime::Handle::try_current()
-        .ok()
-        .map(|h| h.spawn(fut))
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    tasks.0.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let done = TaskDone(tasks);
+    Some(handle.spawn(async move {
+        let _done = done;
+        fut.await
+    }))
 }
 
 /// Awaits a task spawned with [`spawn_detached`]: a panic inside it is resumed here; a missing

@@ -88,6 +88,13 @@ impl ZfsStore {
         &self.inner.engine
     }
 
+    /// Waits until the store's background work (cleanups after cancelled builds and dropped
+    /// cache copies) has finished. Useful before inspecting the pool, or before dropping the
+    /// last handle when the runtime is about to stop (the next open would redo the work).
+    pub async fn wait_idle(&self) {
+        self.inner.tasks.idle().await;
+    }
+
     /// The ids that have a result, sorted (from the in-memory index).
     pub fn results(&self) -> Vec<Id> {
         let mut ids: Vec<Id> = lock(&self.inner.results).by_id.keys().cloned().collect();

@@ -143,6 +143,33 @@ impl TestPool {
         Ok(v)
     }
 
+    /// Destroys dataset `ds` of this pool and everything below it: unmounts the mounted ones
+    /// deepest first, then `zfs destroy -r` with retries on "dataset is busy" (never `-f`).
+    ///
+    /// # Errors
+    /// The last failure, if it could not be destroyed.
+    pub fn destroy_tree(&self, ds: &str) -> Result<(), String> {
+        let mut mounted: Vec<String> = self
+            .mounted()
+            .into_iter()
+            .filter(|d| d == ds || d.starts_with(&format!("{ds}/")))
+            .collect();
+        mounted.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for d in mounted {
+            let _ = run_sync("zfs", &["unmount", "--", &d]);
+        }
+        let mut last = String::new();
+        for attempt in 0..40u64 {
+            match run_sync("zfs", &["destroy", "-r", "--", ds]) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.contains("does not exist") => return Ok(()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(20 * (attempt + 1).min(10)));
+        }
+        Err(last)
+    }
+
     /// The mounted filesystems of this pool, from `/proc/mounts`.
     pub fn mounted(&self) -> Vec<String> {
         let table = std::fs::read_to_string("/proc/mounts").unwrap_or_default();

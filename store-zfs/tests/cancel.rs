@@ -1,0 +1,152 @@
+//! Panics and cancellation leave nothing behind.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cname, id, leftovers, open, pool, read};
+use store_api::{ReleaseOutcome, Store, StoreExt, User};
+
+async fn settle(pool: &store_zfs::testing::TestPool, expected: &[&str]) -> Vec<String> {
+    // Background cleanups run in their own tasks; give them a moment.
+    for _ in 0..100 {
+        if leftovers(pool, expected).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leftovers(pool, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_and_cancel_record_nothing() {
+    let Some(pool) = pool("panic_and_cancel_record_nothing") else {
+        return;
+    };
+    let (store, _rec) = open(&pool).await;
+    let a = id("a");
+
+    // Panic: resumed after cleanup.
+    let s2 = store.clone();
+    let a2 = a.clone();
+    let joined = tokio::spawn(async move {
+        s2.build(None, &a2, |dir| async move {
+            std::fs::write(dir.join("partial"), "x").expect("write");
+            panic!("boom");
+            #[allow(unreachable_code)]
+            Ok::<_, ()>(())
+        })
+        .await
+    })
+    .await;
+    let payload = joined.expect_err("panicked").into_panic();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    assert_eq!(store.result(&a).await.expect("r"), None);
+    assert!(settle(&pool, &[]).await.is_empty());
+
+    // Cancellation while the build function runs.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.build(None, &a, |dir| async move {
+            std::fs::write(dir.join("partial"), "x")?;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, std::io::Error>(())
+        }),
+    )
+    .await;
+    assert!(cancelled.is_err(), "timed out");
+    assert_eq!(store.result(&a).await.expect("r"), None);
+    assert!(
+        settle(&pool, &[]).await.is_empty(),
+        "{:?}",
+        leftovers(&pool, &[])
+    );
+
+    // Cancellation at every early point of a build (the future is polled a few times).
+    for polls in [1usize, 2, 3, 5, 8, 13] {
+        let fut = store.build(None, &a, |dir| async move {
+            std::fs::write(dir.join("partial"), "x")?;
+            Ok::<_, std::io::Error>(())
+        });
+        let mut fut = Box::pin(fut);
+        let mut done = false;
+        for _ in 0..polls {
+            if futures::poll!(fut.as_mut()).is_ready() {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(fut);
+        if done {
+            assert!(store.result(&a).await.expect("r").is_some());
+            store.delete(&a).await.expect("delete");
+        } else {
+            // Either nothing, or (if the drop came after the commit) a complete result.
+            if let Some(dir) = store.result(&a).await.expect("r") {
+                assert_eq!(read(dir.join("partial")), "x");
+                store.delete(&a).await.expect("delete");
+            }
+        }
+        assert!(
+            settle(&pool, &[]).await.is_empty(),
+            "polls {polls}: {:?}",
+            leftovers(&pool, &[])
+        );
+    }
+
+    // The id builds afresh afterwards.
+    store
+        .build(None, &a, |dir| async move {
+            assert!(!dir.join("partial").exists());
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .expect("a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_leases_and_acquires_are_discarded() {
+    let Some(pool) = pool("dropped_leases_and_acquires_are_discarded") else {
+        return;
+    };
+    let (store, _rec) = open(&pool).await;
+    let user = User::new(0, 0).expect("user");
+    let c = cname("drop-me");
+    let lease = store.cache(user, &c).await.expect("cache");
+    std::fs::write(lease.path().join("f"), "1").expect("write");
+    assert_eq!(
+        lease.release().await.expect("rel"),
+        ReleaseOutcome::Published
+    );
+
+    let lease = store.cache(user, &c).await.expect("cache");
+    std::fs::write(lease.path().join("f"), "dropped").expect("write");
+    drop(lease);
+    // An acquire whose caller goes away.
+    for polls in [1usize, 2, 4] {
+        let mut fut = Box::pin(store.cache(user, &c));
+        for _ in 0..polls {
+            let _ = futures::poll!(fut.as_mut());
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        drop(fut);
+    }
+    // A release whose caller goes away still completes as a whole.
+    let lease = store.cache(user, &c).await.expect("cache");
+    std::fs::write(lease.path().join("f"), "2").expect("write");
+    let mut rel = Box::pin(lease.release());
+    let _ = futures::poll!(rel.as_mut());
+    drop(rel);
+    let kept = ["cache/c-drop-me"];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lease = store.cache(user, &c).await.expect("cache");
+    assert_eq!(read(lease.path().join("f")), "2");
+    drop(lease);
+    store.delete_cache(&c).await.expect("delete");
+    assert!(
+        settle(&pool, &[]).await.is_empty(),
+        "{:?}",
+        leftovers(&pool, &kept)
+    );
+}

@@ -1,0 +1,176 @@
+//! `delete` never breaks what was built from the deleted result, and reclaims it later.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{id, leftovers, open, pool, read};
+use store_api::{Store, StoreExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_base_with_children_and_running_build() {
+    let Some(pool) = pool("delete_base_with_children_and_running_build") else {
+        return;
+    };
+    let (store, _rec) = open(&pool).await;
+    let (a, b, c) = (id("a"), id("b"), id("c"));
+    store
+        .build(
+            None,
+            &a,
+            |dir| async move { std::fs::write(dir.join("f"), "a") },
+        )
+        .await
+        .expect("a");
+    store
+        .build(Some(&a), &b, |dir| async move {
+            std::fs::write(dir.join("g"), "b")
+        })
+        .await
+        .expect("b");
+
+    // A build from `a` is running while `a` is deleted.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let store = store.clone();
+        let (a, c) = (a.clone(), c.clone());
+        tokio::spawn(async move {
+            store
+                .build(Some(&a), &c, |dir| async move {
+                    started_tx.send(()).expect("signal");
+                    go_rx.await.expect("go");
+                    let f = std::fs::read_to_string(dir.join("f"))?;
+                    std::fs::write(dir.join("f"), f + "c")
+                })
+                .await
+        })
+    };
+    started_rx.await.expect("started");
+    store.delete(&a).await.expect("delete a");
+    assert_eq!(store.result(&a).await.expect("result"), None);
+    // b is intact; a new build of `a` does not collide with the hidden dataset.
+    let b_dir = store.result(&b).await.expect("result").expect("b");
+    assert_eq!(read(b_dir.join("f")), "a");
+    store
+        .build(None, &a, |dir| async move {
+            std::fs::write(dir.join("f"), "a2")
+        })
+        .await
+        .expect("rebuild a");
+    assert_eq!(
+        read(store.result(&a).await.expect("r").expect("a").join("f")),
+        "a2"
+    );
+    go_tx.send(()).expect("go");
+    running
+        .await
+        .expect("join")
+        .expect("c builds although its base was deleted");
+    assert_eq!(
+        read(store.result(&c).await.expect("r").expect("c").join("f")),
+        "ac"
+    );
+
+    // The old `a` is kept (hidden) while b and c depend on it, and goes with the last.
+    store.delete(&b).await.expect("delete b");
+    assert!(
+        pool.datasets()
+            .expect("ls")
+            .iter()
+            .any(|d| d.ends_with("/result/a"))
+    );
+    store.delete(&c).await.expect("delete c");
+    assert_eq!(
+        leftovers(&pool, &["result/a:1", "result/a:1@snap"]),
+        Vec::<String>::new()
+    );
+    store.delete(&a).await.expect("delete a");
+    store.delete(&a).await.expect("delete absent a");
+    assert!(
+        leftovers(&pool, &[]).is_empty(),
+        "{:?}",
+        leftovers(&pool, &[])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_results_are_reclaimed_at_open() {
+    let Some(pool) = pool("hidden_results_are_reclaimed_at_open") else {
+        return;
+    };
+    let (store, _rec) = open(&pool).await;
+    let (a, b) = (id("a"), id("b"));
+    store
+        .build(None, &a, |_| async { Ok::<_, ()>(()) })
+        .await
+        .expect("a");
+    store
+        .build(Some(&a), &b, |_| async { Ok::<_, ()>(()) })
+        .await
+        .expect("b");
+    store.delete(&a).await.expect("delete a");
+    drop(store);
+    // Reopen: a stays hidden (b depends on it), b is a result, a is not.
+    let (store, _rec) = open(&pool).await;
+    assert_eq!(store.result(&a).await.expect("r"), None);
+    assert!(store.result(&b).await.expect("r").is_some());
+    store.delete(&b).await.expect("delete b");
+    assert!(
+        leftovers(&pool, &[]).is_empty(),
+        "{:?}",
+        leftovers(&pool, &[])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_read_only() {
+    let Some(pool) = pool("results_are_read_only") else {
+        return;
+    };
+    let (store, _rec) = open(&pool).await;
+    let a = id("a");
+    store
+        .build(
+            None,
+            &a,
+            |dir| async move { std::fs::write(dir.join("f"), "a") },
+        )
+        .await
+        .expect("a");
+    let dir = store.result(&a).await.expect("r").expect("a");
+    use std::io::Write;
+    let append = std::fs::OpenOptions::new().append(true).open(dir.join("f"));
+    assert!(append.is_err(), "append to a result must fail");
+    assert!(
+        std::fs::write(dir.join("new"), "x").is_err(),
+        "create in a result must fail"
+    );
+    assert!(
+        std::fs::remove_file(dir.join("f")).is_err(),
+        "unlink in a result must fail"
+    );
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(dir.join("f")) {
+        assert!(f.write_all(b"zz").is_err());
+    }
+    assert_eq!(read(dir.join("f")), "a");
+    // A build from it sees the snapshot.
+    let b = id("b");
+    store
+        .build(Some(&a), &b, |dir| async move {
+            assert_eq!(std::fs::read_to_string(dir.join("f"))?, "a");
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .expect("b");
+    // Also after a reopen (mounted lazily, read-only).
+    drop(store);
+    let (store, _rec) = open(&pool).await;
+    let dir = store.result(&a).await.expect("r").expect("a");
+    assert!(std::fs::write(dir.join("f"), "x").is_err());
+    assert_eq!(
+        read(store.log_file(&a).await.expect("log").with_file_name("f")),
+        "a"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
