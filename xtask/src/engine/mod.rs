@@ -4,7 +4,7 @@
 //!   exists). Inside the project's qemu guest this is what runs.
 //! - `zfs-fuse`: the userspace daemon from Debian's `zfs-fuse` package (pool version 23).
 //! - `vm`: OpenZFS in a qemu guest (see [`crate::vm`]).
-//! - `fake`: no ZFS at all; the suite runs against the in-memory fake store.
+//! - `fake`: no ZFS at all; the suite runs against `store-fake` (plain directories).
 //! - `auto`: kernel if available, else zfs-fuse (installed and started when possible).
 
 mod detect;
@@ -30,7 +30,7 @@ pub enum EngineChoice {
     ZfsFuse,
     /// OpenZFS inside a qemu guest.
     Vm,
-    /// No ZFS: the in-memory fake store.
+    /// No ZFS: the suite runs against store-fake (plain directories).
     Fake,
 }
 
