@@ -1,0 +1,196 @@
+//! The exact command sequence (and so the cost) of each operation, recorded on a real pool.
+
+mod common;
+
+use common::{cname, id, open, pool};
+use store_api::{ReleaseOutcome, Store, StoreExt, User};
+use store_zfs::{Cmd, Engine};
+
+/// Recorded commands as lines, with the store root replaced by `R`. A command repeated
+/// back to back is the runner's EBUSY retry (zfs-fuse's unmount/destroy race): counted once.
+fn lines(mut cmds: Vec<Cmd>, root: &str) -> Vec<String> {
+    cmds.dedup();
+    cmds.iter()
+        .map(|c| c.to_string().replace(root, "R"))
+        .collect()
+}
+
+fn syncing(cmds: &[Cmd]) -> usize {
+    let mut cmds = cmds.to_vec();
+    cmds.dedup();
+    cmds.iter().filter(|c| c.is_syncing()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_sequences() {
+    let Some(pool) = pool("command_sequences") else {
+        return;
+    };
+    let (store, rec) = open(&pool).await;
+    let root = pool.name().to_owned();
+    let fuse = *store.engine() == Engine::ZfsFuse;
+    rec.take();
+
+    // build without base: create, mount, (build), unmount, snapshot, mount ro.
+    store
+        .build(None, &id("a"), |_| async { Ok::<_, ()>(()) })
+        .await
+        .expect("a");
+    let cmds = rec.take();
+    assert_eq!(syncing(&cmds), 2);
+    assert_eq!(
+        lines(cmds, &root),
+        [
+            "zfs create -o canmount=noauto -- R/result/a",
+            "zfs mount -- R/result/a",
+            "zfs unmount -- R/result/a",
+            "zfs snapshot -- R/result/a@snap",
+            "zfs mount -o ro -- R/result/a",
+        ]
+    );
+
+    // result() on a hit: no process at all.
+    for _ in 0..10 {
+        store.result(&id("a")).await.expect("r").expect("a");
+    }
+    assert!(store.result(&id("zz")).await.expect("r").is_none());
+    assert_eq!(rec.take(), []);
+
+    // build from a base: clone (mounted by zfs-fuse itself), unmount, snapshot, mount ro.
+    store
+        .build(Some(&id("a")), &id("b"), |_| async { Ok::<_, ()>(()) })
+        .await
+        .expect("b");
+    let cmds = rec.take();
+    assert_eq!(syncing(&cmds), 2);
+    let mut expected = vec!["zfs clone -o canmount=noauto -- R/result/a@snap R/result/b"];
+    if !fuse {
+        expected.push("zfs mount -- R/result/b");
+    }
+    expected.extend([
+        "zfs unmount -- R/result/b",
+        "zfs snapshot -- R/result/b@snap",
+        "zfs mount -o ro -- R/result/b",
+    ]);
+    assert_eq!(lines(cmds, &root), expected);
+
+    // A failing build: clone, then unmount and destroy.
+    let _ = store
+        .build(Some(&id("a")), &id("f"), |_| async { Err::<(), _>(()) })
+        .await;
+    let cmds = rec.take();
+    assert_eq!(syncing(&cmds), 2);
+    assert_eq!(
+        lines(cmds, &root).last().map(String::as_str),
+        Some("zfs destroy -r -- R/result/f")
+    );
+
+    // delete with a dependent: one `set`, then unmount.
+    store.delete(&id("a")).await.expect("delete a");
+    assert_eq!(
+        lines(rec.take(), &root),
+        [
+            "zfs set zstore:deleted=on R/result/a",
+            "zfs unmount -- R/result/a"
+        ]
+    );
+    // delete of the leaf: unmount, destroy; then the freed hidden origin goes too.
+    store.delete(&id("b")).await.expect("delete b");
+    assert_eq!(
+        lines(rec.take(), &root),
+        [
+            "zfs unmount -- R/result/b",
+            "zfs destroy -r -- R/result/b",
+            "zfs unmount -- R/result/a",
+            "zfs destroy -r -- R/result/a",
+        ]
+    );
+
+    // A new cache: container, first generation, mount; first release: 1 snapshot.
+    let user = User::new(1, 1).expect("user");
+    let c = cname("c");
+    let lease = store.cache(user, &c).await.expect("cache");
+    assert_eq!(
+        lines(rec.take(), &root),
+        [
+            "zfs create -o canmount=off -- R/cache/c-c",
+            "zfs create -o canmount=noauto -- R/cache/c-c/g1",
+            "zfs mount -- R/cache/c-c/g1",
+        ]
+    );
+    assert_eq!(
+        lease.release().await.expect("rel"),
+        ReleaseOutcome::Published
+    );
+    assert_eq!(
+        lines(rec.take(), &root),
+        [
+            "zfs unmount -- R/cache/c-c/g1",
+            "zfs snapshot -- R/cache/c-c/g1@v1"
+        ]
+    );
+
+    // Acquire of an existing cache: one clone. Publishing release: 3 syncing commands.
+    let l2 = store.cache(user, &c).await.expect("cache");
+    let mut expected = vec!["zfs clone -o canmount=noauto -- R/cache/c-c/g1@v1 R/cache/c-c/g2"];
+    if !fuse {
+        expected.push("zfs mount -- R/cache/c-c/g2");
+    }
+    assert_eq!(lines(rec.take(), &root), expected);
+    let l3 = store.cache(user, &c).await.expect("cache");
+    rec.take();
+    assert_eq!(l2.release().await.expect("rel"), ReleaseOutcome::Published);
+    let cmds = rec.take();
+    assert_eq!(syncing(&cmds), 3);
+    assert_eq!(
+        lines(cmds, &root),
+        [
+            "zfs unmount -- R/cache/c-c/g2",
+            "zfs snapshot -- R/cache/c-c/g2@v2",
+            "zfs promote R/cache/c-c/g2",
+            // l3 still clones @v1, so only the old generation goes now.
+            "zfs destroy -- R/cache/c-c/g1",
+        ]
+    );
+    // The stale copy: discarded with the old version snapshot it pinned.
+    assert_eq!(l3.release().await.expect("rel"), ReleaseOutcome::Discarded);
+    assert_eq!(
+        lines(rec.take(), &root),
+        [
+            "zfs unmount -- R/cache/c-c/g3",
+            "zfs destroy -- R/cache/c-c/g3",
+            "zfs destroy -- R/cache/c-c/g2@v1",
+        ]
+    );
+    // A publish with no other copy out: snapshot, promote, destroy -R of the old version.
+    let l4 = store.cache(user, &c).await.expect("cache");
+    rec.take();
+    assert_eq!(l4.release().await.expect("rel"), ReleaseOutcome::Published);
+    assert_eq!(
+        lines(rec.take(), &root),
+        [
+            "zfs unmount -- R/cache/c-c/g4",
+            "zfs snapshot -- R/cache/c-c/g4@v4",
+            "zfs promote R/cache/c-c/g4",
+            "zfs destroy -R -- R/cache/c-c/g4@v2",
+        ]
+    );
+    store.delete_cache(&c).await.expect("delete cache");
+    assert_eq!(lines(rec.take(), &root), ["zfs destroy -r -- R/cache/c-c"]);
+
+    // df: one `get`; complete_deletes: nothing on zfs-fuse.
+    let free = store.df().await.expect("df");
+    assert!(free > 0.0 && free <= 100.0, "{free}");
+    assert_eq!(
+        lines(rec.take(), &root),
+        [format!(
+            "zfs get -H -p -o property,value used,available -- {}",
+            pool.name()
+        )
+        .replace(&root, "R")]
+    );
+    store.complete_deletes().await.expect("complete");
+    if fuse {
+        assert_eq!(rec.take(), []);
+    }
+}

@@ -1,0 +1,194 @@
+//! Hostile cache names and store locations.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{cname, id, leftovers, open, pool, read};
+use store_api::{ReleaseOutcome, Store, StoreExt, User};
+use store_zfs::testing::RecordingRunner;
+use store_zfs::{SystemRunner, ZfsOptions, ZfsStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_cache_names_never_reach_a_command_line() {
+    let Some(pool) = pool("hostile_cache_names_never_reach_a_command_line") else {
+        return;
+    };
+    let (store, rec) = open(&pool).await;
+    let long_a = format!("{}a", "é".repeat(63));
+    let long_b = format!("{}b", "é".repeat(63));
+    let hostile = [
+        "-R",
+        "../x",
+        "a@b",
+        "pool/other",
+        "%",
+        "a b",
+        "--",
+        "c:/windows/cache",
+        ".",
+        "..",
+        "tab\there",
+        long_a.as_str(),
+        long_b.as_str(),
+    ];
+    for (i, name) in hostile.iter().enumerate() {
+        let lease = store.cache(User::ROOT, &cname(name)).await.expect(name);
+        std::fs::write(lease.path().join("f"), format!("{i}")).expect("write");
+        assert_eq!(
+            lease.release().await.expect("release"),
+            ReleaseOutcome::Published,
+            "{name}"
+        );
+    }
+    let lines = rec.take_lines();
+    for name in hostile {
+        for line in &lines {
+            for arg in line.split(' ') {
+                // (`--` itself is the store's own option terminator.)
+                let bad = (arg == name && name != "--")
+                    || arg.contains(&format!("/{name}/"))
+                    || arg.ends_with(&format!("/{name}"))
+                    || (name.contains('@') && arg.contains(name))
+                    || (name.len() > 2 && name.contains('/') && arg.contains(name));
+                assert!(!bad, "{name:?} reached a command line unescaped: {line}");
+            }
+        }
+    }
+    // Every name is distinct storage, survives a reopen and is listed by its real name.
+    drop(store);
+    let (store, _rec) = open(&pool).await;
+    let mut listed: Vec<String> = store.caches().iter().map(|c| c.to_string()).collect();
+    listed.sort();
+    let mut want: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    for (i, name) in hostile.iter().enumerate() {
+        let lease = store.cache(User::ROOT, &cname(name)).await.expect(name);
+        assert_eq!(read(lease.path().join("f")), format!("{i}"), "{name}");
+    }
+    store.wait_idle().await;
+    for name in hostile {
+        store.delete_cache(&cname(name)).await.expect(name);
+    }
+    assert!(
+        leftovers(&pool, &[]).is_empty(),
+        "{:?}",
+        leftovers(&pool, &[])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations() {
+    let Some(pool) = pool("locations") else {
+        return;
+    };
+    // Missing pool, non-ZFS path, a snapshot, garbage: clear errors.
+    let err = ZfsStore::create("zt-znosuchpool")
+        .await
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        err.contains("not found") && err.contains("zt-znosuchpool"),
+        "{err}"
+    );
+    let err = ZfsStore::create("/tmp")
+        .await
+        .expect_err("not zfs")
+        .to_string();
+    assert!(
+        err.contains("no ZFS pool or dataset is mounted at /tmp"),
+        "{err}"
+    );
+    let err = ZfsStore::create("-R").await.expect_err("bad").to_string();
+    assert!(err.contains("not a valid ZFS name"), "{err}");
+    let err = ZfsStore::create(format!("{}@x", pool.name()))
+        .await
+        .expect_err("snapshot")
+        .to_string();
+    assert!(
+        err.contains("not a valid ZFS name") || err.contains("not found"),
+        "{err}"
+    );
+
+    // The pool by name and by mount path; a dataset below the root by name and by path.
+    let by_name = ZfsStore::create(pool.name()).await.expect("by name");
+    assert_eq!(by_name.dataset(), pool.name());
+    assert_eq!(by_name.root(), pool.mountpoint());
+    drop(by_name);
+    let by_path = ZfsStore::create(pool.mountpoint().to_string_lossy())
+        .await
+        .expect("by path");
+    assert_eq!(by_path.dataset(), pool.name());
+    drop(by_path);
+    let sub = format!("{}/zstore", pool.name());
+    std::process::Command::new("zfs")
+        .args(["create", "--", &sub])
+        .status()
+        .expect("zfs");
+    let rec = RecordingRunner::new(Arc::new(SystemRunner));
+    let store = ZfsStore::open(
+        &sub,
+        ZfsOptions {
+            runner: rec.clone(),
+            ..ZfsOptions::default()
+        },
+    )
+    .await
+    .expect("dataset below root");
+    assert_eq!(store.dataset(), sub);
+    assert_eq!(store.state_dir(), pool.mountpoint().join("zstore/state"));
+    store
+        .build(None, &id("x"), |_| async { Ok::<_, ()>(()) })
+        .await
+        .expect("build");
+    drop(store);
+    let store = ZfsStore::create(pool.mountpoint().join("zstore").to_string_lossy())
+        .await
+        .expect("dataset by path");
+    assert_eq!(store.dataset(), sub);
+    assert!(store.result(&id("x")).await.expect("r").is_some());
+    assert!(!rec.take_lines().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_cap_unmounts_least_recently_used() {
+    let Some(pool) = pool("mount_cap_unmounts_least_recently_used") else {
+        return;
+    };
+    let store = ZfsStore::open(
+        pool.mountpoint().to_string_lossy(),
+        ZfsOptions {
+            max_mounted_results: Some(3),
+            ..ZfsOptions::default()
+        },
+    )
+    .await
+    .expect("open");
+    for i in 0..6 {
+        let me = id(&format!("r{i}"));
+        store
+            .build(None, &me, |dir| async move {
+                std::fs::write(dir.join("f"), format!("{i}"))
+            })
+            .await
+            .expect("build");
+    }
+    let result_mounts = || {
+        pool.mounted()
+            .into_iter()
+            .filter(|d| d.contains("/result/"))
+            .count()
+    };
+    assert!(result_mounts() <= 3, "{}", result_mounts());
+    // Every result is still readable through result(), which remounts on demand.
+    for i in 0..6 {
+        let dir = store
+            .result(&id(&format!("r{i}")))
+            .await
+            .expect("r")
+            .expect("built");
+        assert_eq!(read(dir.join("f")), format!("{i}"));
+        assert!(result_mounts() <= 3);
+    }
+}
