@@ -257,3 +257,162 @@ impl Zfs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Answers each command from a script (in order) and records what it was asked.
+    struct Scripted {
+        replies: Mutex<Vec<Result<CmdOutput, &'static str>>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(replies: Vec<Result<CmdOutput, &'static str>>) -> Arc<Self> {
+            Arc::new(Self {
+                replies: Mutex::new(replies.into_iter().rev().collect()),
+                asked: Mutex::new(Vec::new()),
+            })
+        }
+        fn asked(&self) -> Vec<String> {
+            self.asked.lock().expect("lock").clone()
+        }
+    }
+
+    #[async_trait]
+    impl Runner for Scripted {
+        async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+            self.asked.lock().expect("lock").push(cmd.to_string());
+            match self.replies.lock().expect("lock").pop() {
+                Some(Ok(out)) => Ok(out),
+                Some(Err("spawn")) => Err(RunError::Spawn {
+                    program: "zfs",
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                }),
+                Some(Err(what)) => Err(RunError::Injected(what.to_owned())),
+                None => panic!("unexpected command {cmd}"),
+            }
+        }
+        async fn mount_table(&self) -> std::io::Result<String> {
+            Ok(String::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_only_transient_busy() {
+        let r = Scripted::new(vec![
+            Ok(CmdOutput::failed(
+                1,
+                "cannot destroy 'p/x': dataset is busy\n",
+            )),
+            Ok(CmdOutput::failed(
+                1,
+                "cannot mount 'p/x': mountpoint or dataset is busy\n",
+            )),
+            Ok(CmdOutput::ok("")),
+        ]);
+        let zfs = Zfs::new(r.clone());
+        zfs.destroy("p/x", None).await.expect("retried to success");
+        assert_eq!(r.asked().len(), 3);
+        assert!(r.asked().iter().all(|c| c == "zfs destroy -- p/x"));
+
+        let r = Scripted::new(vec![Ok(CmdOutput::failed(
+            1,
+            "umount: /p/x: target is busy.\ncannot unmount '/p/x': umount failed\n",
+        ))]);
+        let err = Zfs::new(r.clone())
+            .unmount("p/x")
+            .await
+            .expect_err("not retried");
+        assert_eq!(r.asked(), ["zfs unmount -- p/x"]);
+        assert!(is_in_use(&err));
+        let StoreError::Command(f) = err else {
+            panic!("typed failure")
+        };
+        assert_eq!(f.argv, ["zfs", "unmount", "--", "p/x"]);
+        assert_eq!(f.status, Some(1));
+        assert!(f.stderr.contains("target is busy"));
+    }
+
+    #[tokio::test]
+    async fn idempotent_cleanup_and_typed_errors() {
+        let r = Scripted::new(vec![
+            Ok(CmdOutput::failed(
+                1,
+                "cannot open 'p/x': dataset does not exist\n",
+            )),
+            Ok(CmdOutput::failed(
+                1,
+                "cannot unmount 'p/x': not currently mounted\n",
+            )),
+            Err("spawn"),
+            Err("process stopped"),
+        ]);
+        let zfs = Zfs::new(r);
+        zfs.destroy("p/x", Some("-r"))
+            .await
+            .expect("absent counts as destroyed");
+        zfs.unmount("p/x")
+            .await
+            .expect("not mounted counts as unmounted");
+        let err = zfs.snapshot("p/x@s").await.expect_err("no zfs").to_string();
+        assert!(err.contains("is ZFS installed"), "{err}");
+        let err = zfs.snapshot("p/x@s").await.expect_err("stopped");
+        assert!(matches!(err, StoreError::FaultInjected { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn detects_the_engine() {
+        let r = Scripted::new(vec![
+            Ok(CmdOutput::failed(
+                2,
+                "unrecognized command 'version'\nusage: zfs command\n",
+            )),
+            Ok(CmdOutput::ok(
+                "zfs-2.1.5-1ubuntu6\nzfs-kmod-2.1.5-1ubuntu6\n",
+            )),
+            Ok(CmdOutput::failed(1, "something else\n")),
+        ]);
+        let zfs = Zfs::new(r);
+        assert_eq!(zfs.version().await.expect("fuse"), None);
+        assert_eq!(
+            zfs.version().await.expect("openzfs").as_deref(),
+            Some("zfs-2.1.5-1ubuntu6")
+        );
+        assert!(zfs.version().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn locate_tries_pool_then_datasets() {
+        let r = Scripted::new(vec![
+            Ok(CmdOutput::failed(
+                1,
+                "cannot open 'zstore': dataset does not exist\n",
+            )),
+            Ok(CmdOutput::ok(
+                "type\tfilesystem\nmountpoint\t/tank/zstore\n",
+            )),
+        ]);
+        let root = crate::locate::locate(&Zfs::new(r.clone()), "/tank/zstore")
+            .await
+            .expect("found");
+        assert_eq!(root.dataset, "tank/zstore");
+        assert_eq!(
+            r.asked(),
+            [
+                "zfs get -H -p -o property,value type,mountpoint -- zstore",
+                "zfs get -H -p -o property,value type,mountpoint -- tank/zstore",
+            ]
+        );
+        let r = Scripted::new(vec![Ok(CmdOutput::ok("type\tvolume\nmountpoint\t-\n"))]);
+        let err = crate::locate::locate(&Zfs::new(r), "tank/vol")
+            .await
+            .expect_err("volume");
+        assert!(err.to_string().contains("not a filesystem"), "{err}");
+    }
+}

@@ -174,3 +174,77 @@ async fn results_are_read_only() {
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// OBuilder keeps a read-only duplicate of the log open until after `build` returns: the
+/// build directory cannot be unmounted then. The result is still recorded (its snapshot is
+/// the result) and becomes read-only once the file is closed; a failed build's dataset is
+/// reclaimed later and the id can be rebuilt at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_held_open_past_the_build() {
+    let Some(pool) = pool("log_held_open_past_the_build") else {
+        return;
+    };
+    let (store, _rec) = open(&pool).await;
+    let a = id("a");
+    let log = store.log_file(&a).await.expect("log path");
+    let (tx, rx) = std::sync::mpsc::channel::<std::fs::File>();
+    let holder = std::thread::spawn(move || {
+        let f = rx.recv().expect("file");
+        std::thread::sleep(Duration::from_millis(800));
+        drop(f);
+    });
+    store
+        .build(None, &a, |dir| async move {
+            assert_eq!(dir.join("log"), log);
+            std::fs::write(&log, "log line")?;
+            tx.send(std::fs::File::open(&log)?).expect("send");
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .expect("a");
+    assert_eq!(read(store.log_file(&a).await.expect("log")), "log line");
+    holder.join().expect("holder");
+    let dir = store.result(&a).await.expect("r").expect("a");
+    assert!(
+        std::fs::write(dir.join("new"), "x").is_err(),
+        "read-only once the log is closed"
+    );
+    assert_eq!(read(dir.join("log")), "log line");
+
+    // The same for a failing build: its dataset stays until the file is closed.
+    let b = id("b");
+    let (tx, rx) = std::sync::mpsc::channel::<std::fs::File>();
+    let holder = std::thread::spawn(move || {
+        let f = rx.recv().expect("file");
+        std::thread::sleep(Duration::from_millis(500));
+        drop(f);
+    });
+    let err = store
+        .build(None, &b, |dir| async move {
+            std::fs::write(dir.join("log"), "failing")?;
+            tx.send(std::fs::File::open(dir.join("log"))?)
+                .expect("send");
+            Err(std::io::Error::other("step failed"))
+        })
+        .await
+        .expect_err("fails");
+    assert!(err.into_failed().is_some());
+    assert_eq!(store.result(&b).await.expect("r"), None);
+    store
+        .build(None, &b, |dir| async move {
+            assert!(!dir.join("log").exists(), "fresh directory");
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .expect("rebuild while the old attempt is still busy");
+    holder.join().expect("holder");
+    drop(store);
+    // The reopen reclaims the failed attempt's dataset.
+    let (store, _rec) = open(&pool).await;
+    assert!(store.result(&b).await.expect("r").is_some());
+    let left = leftovers(
+        &pool,
+        &["result/a", "result/a@snap", "result/b:1", "result/b:1@snap"],
+    );
+    assert!(left.is_empty(), "{left:?}");
+}
