@@ -1,8 +1,8 @@
 //! THE one place where xtask calls the conformance suite.
 //!
 //! Wired for the fake store (`--engine fake`): the `conformance` crate's [`conformance::run`] /
-//! [`conformance::replay_with`] with a `store-fake` factory. **Not wired yet for ZFS**: the
-//! `store-zfs` crate (`ZfsStore`) has not landed, so for a ZFS target [`run_suite`] returns
+//! [`conformance::replay_with`] with a `store-fake` factory. **Not wired yet for ZFS**: there
+//! is no `ZfsStore` factory here yet, so for a ZFS target [`run_suite`] returns
 //! [`XtaskError::NotWired`], a conformance run exits with status 3 and says so, and it never
 //! reports a pass. Wiring ZFS means: a `StoreFactory` whose `fresh` makes a new dataset (or
 //! pool) under [`SuiteTarget::Zfs`]'s pool and opens `ZfsStore` there, passed to the same
@@ -52,8 +52,8 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
         SuiteTarget::Zfs { .. } => {
             tracing::warn!(?target, "the conformance seam is not wired for ZFS yet");
             Err(XtaskError::NotWired(
-                "xtask/src/conformance/seam.rs has no ZfsStore factory yet (store-zfs has not \
-                 landed); nothing was tested on ZFS"
+                "xtask/src/conformance/seam.rs has no ZfsStore factory yet; nothing was \
+                 tested on ZFS"
                     .into(),
             ))
         }
