@@ -170,7 +170,7 @@ pub enum PoolCommand {
 /// `vm` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Build the guest image into ~/.cache/zstore/vm-<hash>/ (root; a no-op when cached).
+    /// Build the guest image into `~/.cache/zstore/vm-<key>/` (root; a no-op when cached).
     Build {
         /// Rebuild even if cached.
         #[arg(long)]
