@@ -61,7 +61,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            cases: 48,
+            cases: 128,
             max_ops: 40,
             seed: None,
             concurrency_cases: 6,

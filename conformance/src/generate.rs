@@ -36,7 +36,7 @@ impl Universe {
             vec![current]
         };
         Self {
-            ids: ["base", "mid", "top", "x"].map(id).to_vec(),
+            ids: ["base", "mid", "top", "x", "y", "z"].map(id).to_vec(),
             caches: ["opam", "a/b", "a%2fb"].map(cache).to_vec(),
             users,
             can_reopen,
@@ -54,16 +54,39 @@ impl Universe {
 
     fn op(&self) -> BoxedStrategy<Op> {
         let ids = select(self.ids.clone());
+        // Ids are ordered: a build's base is mostly an id earlier in the pool (so chains form
+        // and most bases exist), sometimes any id (which may be missing: MissingBase).
+        let pool = self.ids.clone();
+        // Early ids are built most often.
+        let index = prop_oneof![5 => Just(0usize), 3 => Just(1), 2 => Just(2), 2 => 3..pool.len()];
+        let id_and_base = index.prop_flat_map(move |i| {
+            let id = pool[i].clone();
+            let earlier = pool[..i].to_vec();
+            let any = select(pool.clone()).prop_map(Some).boxed();
+            let base = if earlier.is_empty() {
+                prop_oneof![6 => Just(None), 1 => any].boxed()
+            } else {
+                let last = earlier[earlier.len() - 1].clone();
+                prop_oneof![
+                    2 => Just(None),
+                    1 => Just(Some(last)),
+                    6 => Just(Some(earlier[0].clone())),
+                    2 => select(earlier).prop_map(Some),
+                    1 => any,
+                ]
+                .boxed()
+            };
+            (Just(id), base)
+        });
         let build = (
-            ids.clone(),
-            proptest::option::weighted(0.6, ids.clone()),
+            id_and_base,
             vec(edit(), 0..4),
             proptest::option::of("log-[a-z]{1,3}"),
-            proptest::bool::weighted(0.15),
+            proptest::bool::weighted(0.25),
             ending(),
         )
             .prop_map(
-                |(id, base, edits, log, delete_base_while_running, ending)| Op::Build {
+                |((id, base), edits, log, delete_base_while_running, ending)| Op::Build {
                     id,
                     base,
                     edits,
@@ -73,6 +96,7 @@ impl Universe {
                 },
             );
         let delete = ids.clone().prop_map(|id| Op::Delete { id });
+        let delete_weight = 2;
         let tamper = ids.prop_map(|id| Op::Tamper { id });
         let acquire = (self.cache(), select(self.users.clone()))
             .prop_map(|(cache, user)| Op::Acquire { cache, user });
@@ -82,8 +106,8 @@ impl Universe {
         let delete_cache = self.cache().prop_map(|cache| Op::DeleteCache { cache });
         let reopen_weight = if self.can_reopen { 1 } else { 0 };
         prop_oneof![
-            10 => build,
-            3 => delete,
+            12 => build,
+            delete_weight => delete,
             1 => tamper,
             5 => acquire,
             5 => write,
@@ -118,4 +142,120 @@ fn edit() -> impl Strategy<Value = Edit> {
             .prop_map(|(path, target)| Edit::Symlink { path, target: target.to_owned() }),
         2 => path.prop_map(|path| Edit::Remove { path }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    use store_api::Store;
+
+    use super::*;
+    use crate::exec::Settings;
+    use crate::factory::{Capabilities, Erased, FactoryError, SharedFactory, StoreFactory};
+    use crate::sequences::run_case;
+
+    struct Fake;
+
+    #[async_trait::async_trait]
+    impl StoreFactory for Fake {
+        type Storage = ();
+        fn name(&self) -> String {
+            "fake".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn fresh(&self) -> Result<(Arc<dyn Store>, ()), FactoryError> {
+            Ok((Arc::new(store_fake::FakeStore::new()?), ()))
+        }
+    }
+
+    /// Generated sequences must reach the interesting states, not only skip or no-op: this
+    /// guards the generator's weights and pools against changes that would quietly weaken the
+    /// suite.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sequences_reach_the_interesting_states() {
+        crate::quiet_panic::install();
+        let universe = Universe::new(false, false, crate::exec::current_user());
+        let strategy = universe.ops(40);
+        let mut runner = TestRunner::new_with_rng(
+            proptest::test_runner::Config::default(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[3; 32]),
+        );
+        let factory: SharedFactory = Arc::new(Erased(Fake));
+        let settings = Settings {
+            op_timeout: std::time::Duration::from_secs(30),
+            check_ownership: false,
+            full_check_each_step: true,
+        };
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let (mut steps, mut skipped) = (0, 0);
+        for _ in 0..40 {
+            let ops = strategy.new_tree(&mut runner).expect("generate").current();
+            let outcome = run_case(factory.clone(), &settings, &ops).await;
+            assert_eq!(
+                outcome.failure,
+                None,
+                "the fake failed:\n{}",
+                crate::ops::script(&ops, &outcome.notes)
+            );
+            for (op, note) in ops.iter().zip(&outcome.notes) {
+                steps += 1;
+                if note.starts_with(crate::exec::SKIPPED) {
+                    skipped += 1;
+                    continue;
+                }
+                for key in [
+                    "Busy, as expected",
+                    "Published",
+                    "Discarded",
+                    "MissingBase",
+                    "dropped",
+                    "creates the cache",
+                    "writes were accepted",
+                ] {
+                    if note.contains(key) {
+                        *seen.entry(key).or_default() += 1;
+                    }
+                }
+                if let Op::Build {
+                    base: Some(_),
+                    ending: Ending::Succeed,
+                    delete_base_while_running,
+                    ..
+                } = op
+                    && note.is_empty()
+                {
+                    *seen
+                        .entry(if *delete_base_while_running {
+                            "built while deleting its base"
+                        } else {
+                            "built from a base"
+                        })
+                        .or_default() += 1;
+                }
+            }
+        }
+        println!("{steps} steps, {skipped} skipped: {seen:#?}");
+        assert!(
+            skipped * 3 < steps,
+            "too many skipped steps: {skipped} of {steps}"
+        );
+        for key in [
+            "Busy, as expected",
+            "Published",
+            "Discarded",
+            "MissingBase",
+            "dropped",
+            "creates the cache",
+            "built from a base",
+            "built while deleting its base",
+        ] {
+            assert!(seen.get(key).copied().unwrap_or(0) >= 2, "{key}: {seen:#?}");
+        }
+    }
 }
