@@ -249,7 +249,7 @@ pub const LOG_MODE: u32 = 0o644;
 /// One change the suite makes to a build directory or a cache copy.
 ///
 /// Every edit first turns each missing or non-directory parent of its path into a directory
-/// (mode [`PARENT_MODE`]) and removes whatever is at the path, then creates the new entry. The
+/// (mode `0o755`) and removes whatever is at the path, then creates the new entry. The
 /// same rule is used on disk and in the model, so they stay equal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "edit", rename_all = "snake_case")]
