@@ -101,14 +101,32 @@
 //! | `delete`, clones depend on it | 1: `set zstore:deleted=on` | `unmount` |
 //! | `cache`, existing cache | 1: `clone` | (`mount` on OpenZFS) |
 //! | `cache`, new cache | 2: `create` container, `create` `g1` (container only once) | `mount` |
-//! | release that publishes | 3: `snapshot`, `promote`, `destroy -R` of the old version (1 for a cache's first version) | `unmount` |
-//! | release that discards / drop | 1: `destroy` (+1 `destroy` of an old version snapshot when its last copy goes) | `unmount` |
+//! | release that publishes | 3: `snapshot`, `promote`, then `destroy -R` of the old version snapshot (its only clone is the old generation, unmounted); or, while other copies still clone the old version, `destroy` of the old generation alone. 1 (`snapshot`) for a cache's first version | `unmount` |
+//! | release that discards / drop | 1: `destroy` (+1 `destroy` of an old version snapshot when the last copy of that version goes) | `unmount` |
 //! | `delete_cache` | 1: `destroy -r` | `unmount` of mounted copies |
 //! | `df` | 0 | `zfs get used,available` |
 //! | `complete_deletes` | 0 | none (zfs-fuse), `zpool wait -t free` (OpenZFS) |
 //!
-//! No operation lists datasets: their cost does not grow with the number of results. Open
-//! costs one `zfs list` of the store plus repairs.
+//! A command repeated after "dataset is busy" (zfs-fuse releases a dataset a few
+//! milliseconds after `umount` returns) counts once: the retry policy lives in one place,
+//! retries only "dataset is busy" / "mountpoint or dataset is busy", waits 10 ms doubling,
+//! at most about 5 s in all, and never passes `-f` (a lazy unmount on zfs-fuse, which can
+//! wedge its daemon). Every command runs through one [`Runner`] (argument vectors, never a
+//! shell; `--` before names except for `promote` and `set`, which do not accept it) in a
+//! `zfs_command` tracing span, and a failure keeps its argument vector, exit status and
+//! stderr ([`store_api::CommandFailure`]).
+//!
+//! No operation lists datasets: their cost does not grow with the number of results (the
+//! `scale` test builds 2,000). Open costs one `zfs list` of the store plus repairs.
+//!
+//! # Engines
+//!
+//! Only these paths differ, chosen by the engine detected at open: `complete_deletes`
+//! (nothing to wait for on zfs-fuse, whose frees are synchronous; `zpool wait -t free`, or
+//! polling `freeing` where `zpool wait` is missing, on OpenZFS) and the default cap on
+//! read-only result mounts. Whether a created or cloned dataset came up mounted (zfs-fuse
+//! mounts clones despite `canmount=noauto`; OpenZFS does not) is read from the mount table,
+//! not assumed.
 //!
 //! # Concurrency and cancellation
 //!
@@ -157,6 +175,11 @@
 //! open). Generation numbers only grow, so an older generation can never come back as the
 //! published one: each published version is cloned from the one before it and gets a higher
 //! number, and promotes keep old snapshots' `@v<K>` names distinct from `@v<N>`.
+//!
+//! Background work (destroying the dataset of a cancelled build or a dropped copy) runs in
+//! tasks; [`ZfsStore::wait_idle`] waits for them. If the process ends first, the next open
+//! does the same work, because everything it would destroy is recognisable from names and
+//! snapshots alone.
 //!
 //! A zfs-fuse daemon crash is outside this argument: restart it and `zfs mount` the store
 //! root (the store mounts its groups and results itself).

@@ -30,7 +30,7 @@ fn kept(b: u8) -> bool {
 }
 
 /// The escaped form `c-...` of a cache name (see the module docs). Always ZFS-legal characters;
-/// may exceed [`MAX_COMPONENT`].
+/// may exceed 128 bytes (`MAX_COMPONENT`).
 pub fn escape(name: &str) -> String {
     let mut out = String::with_capacity(2 + name.len() * 3);
     out.push_str("c-");
