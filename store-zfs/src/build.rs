@@ -159,6 +159,7 @@ pub async fn build(
                     // Committed: `abandon` only drops the ticket now.
                     drop(guard);
                     enforce_mount_cap(inner, Some(&leaf)).await;
+                    crate::results::retry_stuck(inner);
                     Ok(())
                 }
                 Err(e) => {

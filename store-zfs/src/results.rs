@@ -162,12 +162,22 @@ pub async fn reap(inner: &Shared, leaf: String) -> Result<(), StoreError> {
         }
         .await;
         if let Err(e) = outcome {
-            tracing::warn!(%ds, error = %e, "cannot destroy; left for the next open");
+            tracing::warn!(%ds, error = %e, "cannot destroy yet; retried later");
+            lock(&inner.results).stuck.insert(leaf);
             return Err(e);
         }
         next = lock(&inner.results).forget(&leaf);
     }
     Ok(())
+}
+
+/// Retries, in the background, the destruction of datasets that could not be destroyed
+/// before. Cheap when there are none (no command).
+pub fn retry_stuck(inner: &Shared) {
+    let stuck: Vec<String> = lock(&inner.results).stuck.drain().collect();
+    for leaf in stuck {
+        drop(spawn_reap(inner, leaf));
+    }
 }
 
 /// Spawns [`reap`] so it runs to the end even if the caller is dropped.
@@ -185,6 +195,7 @@ pub async fn delete(inner: &Shared, id: &Id) -> Result<(), StoreError> {
         Destroy,
         Hide(std::sync::Arc<tokio::sync::Mutex<()>>),
     }
+    retry_stuck(inner);
     let (leaf, plan) = {
         let mut idx = lock(&inner.results);
         let Some(leaf) = idx.by_id.remove(id) else {

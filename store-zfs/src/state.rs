@@ -91,6 +91,9 @@ pub struct ResultIndex {
     pub clock: u64,
     /// How many datasets are mounted read-only (kept exact, for the mount cap).
     pub ro_mounted: usize,
+    /// Doomed datasets whose destruction failed (e.g. a process still had a file open in
+    /// them); retried after later builds and deletes, and at the next open.
+    pub stuck: std::collections::HashSet<String>,
 }
 
 impl ResultIndex {

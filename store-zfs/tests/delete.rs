@@ -238,8 +238,16 @@ async fn log_held_open_past_the_build() {
         .await
         .expect("rebuild while the old attempt is still busy");
     holder.join().expect("holder");
+    // Once the file is closed, the next delete (or build) retries the failed destroy.
+    store.delete(&id("absent")).await.expect("delete");
+    store.wait_idle().await;
+    let left = leftovers(
+        &pool,
+        &["result/a", "result/a@snap", "result/b:1", "result/b:1@snap"],
+    );
+    assert!(left.is_empty(), "{left:?}");
     drop(store);
-    // The reopen reclaims the failed attempt's dataset.
+    // And a reopen finds nothing to reclaim.
     let (store, _rec) = open(&pool).await;
     assert!(store.result(&b).await.expect("r").is_some());
     let left = leftovers(
