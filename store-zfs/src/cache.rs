@@ -94,26 +94,70 @@ async fn acquire_locked(
             c
         }
     };
-    let ds = inner.layout.generation(&component, generation);
-    let dir = inner.layout.generation_dir(&component, generation);
-    let props = [NOAUTO.to_owned()];
-    match current {
-        Some(v) => {
-            let snap = inner.layout.version_snap(&component, v, v);
-            inner.zfs.clone_snapshot(&snap, &ds, &props).await?;
+    let current = match current {
+        Some(v) => v,
+        None => {
+            // The cache is created now: an empty version owned by `user`, published at once,
+            // so every copy (this one and any other taken before a release) starts from it.
+            create_first_version(inner, &component, generation, user).await?;
+            let copy_gen = {
+                let mut st = lock(&entry.st);
+                st.current = Some(generation);
+                st.next_gen += 1;
+                st.next_gen - 1
+            };
+            return finish_acquire(inner, entry, &component, copy_gen, generation).await;
         }
-        None => inner.zfs.create(&ds, &props).await?,
-    }
-    let ready = async {
+    };
+    finish_acquire(inner, entry, &component, generation, current).await
+}
+
+/// Creates generation `generation` empty, owned by `user`, and snapshots it as its version.
+async fn create_first_version(
+    inner: &Shared,
+    component: &str,
+    generation: u64,
+    user: User,
+) -> Result<(), StoreError> {
+    let ds = inner.layout.generation(component, generation);
+    let dir = inner.layout.generation_dir(component, generation);
+    inner.zfs.create(&ds, &[NOAUTO.to_owned()]).await?;
+    let made = async {
         ensure_mounted(&inner.zfs, &ds, &dir, false).await?;
-        if current.is_none() {
-            std::os::unix::fs::chown(&dir, Some(user.uid()), Some(user.gid()))
-                .map_err(|e| StoreError::io("giving the new cache to its user", &dir, e))?;
-        }
-        Ok::<_, StoreError>(())
+        std::os::unix::fs::chown(&dir, Some(user.uid()), Some(user.gid()))
+            .map_err(|e| StoreError::io("giving the new cache to its user", &dir, e))?;
+        inner.zfs.unmount(&ds).await?;
+        inner
+            .zfs
+            .snapshot(&inner.layout.version_snap(component, generation, generation))
+            .await
     }
     .await;
-    if let Err(e) = ready {
+    if let Err(e) = made {
+        if let Err(e2) = destroy_copy(inner, &ds).await {
+            tracing::warn!(%ds, error = %e2, "cannot destroy a half-made cache; left for the next open");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Clones version `base` into a new copy `generation` and hands it out.
+async fn finish_acquire(
+    inner: &Shared,
+    entry: &Arc<CacheEntry>,
+    component: &str,
+    generation: u64,
+    base: u64,
+) -> Result<CacheLease, StoreError> {
+    let ds = inner.layout.generation(component, generation);
+    let dir = inner.layout.generation_dir(component, generation);
+    let snap = inner.layout.version_snap(component, base, base);
+    inner
+        .zfs
+        .clone_snapshot(&snap, &ds, &[NOAUTO.to_owned()])
+        .await?;
+    if let Err(e) = ensure_mounted(&inner.zfs, &ds, &dir, false).await {
         if let Err(e2) = destroy_copy(inner, &ds).await {
             tracing::warn!(%ds, error = %e2, "cannot destroy a failed cache copy; left for the next open");
         }
@@ -121,7 +165,7 @@ async fn acquire_locked(
     }
     lock(&entry.st)
         .copies
-        .insert(generation, CopyOut { base: current });
+        .insert(generation, CopyOut { base: Some(base) });
     Ok(CacheLease::new(
         entry.name.clone(),
         dir,

@@ -7,7 +7,8 @@ use store_api::CacheName;
 /// A copy handed out and not yet released or dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyOut {
-    /// The version it was cloned from (`None`: made empty, the cache had no version).
+    /// The version it was cloned from (always set; `None` only in a state read from a pool
+    /// the store did not write).
     pub base: Option<u64>,
 }
 

@@ -35,6 +35,12 @@
 //! | `R/cache/<component>` | a cache's container (`canmount=off`); `<component>` is the escaped cache name |
 //! | `R/cache/<component>/g<N>` + `@v<N>` | generation `N` of the cache; the **highest `N` that has its own `@v<N>` snapshot is the cache's content** |
 //! | `R/cache/<component>/g<M>` without `@v<M>` | a copy handed out by [`cache`](store_api::Store::cache) (a clone of the published `@v<N>`) |
+//! | `R/cache/<component>/g<N>@v<K>`, `K < N` | an older version moved there by `promote`, kept while copies taken from it are out |
+//!
+//! A new cache is created at its first acquire as generation `g1`: empty, its top directory
+//! owned by the requesting user, snapshotted as `@v1`. Every copy is a clone of the
+//! published version; releasing a copy publishes it (as the next version) only if no other
+//! copy of the same version was released first.
 //!
 //! A result is exactly "a dataset `R/result/<leaf>` that has `@snap` and not `zstore:deleted=on`";
 //! anything under `R/result` without `@snap` is an interrupted build and is destroyed at open.
@@ -100,8 +106,8 @@
 //! | `delete`, nothing depends on it | 1: `destroy -r` (+1 per deleted origin it frees) | `unmount` |
 //! | `delete`, clones depend on it | 1: `set zstore:deleted=on` | `unmount` |
 //! | `cache`, existing cache | 1: `clone` | (`mount` on OpenZFS) |
-//! | `cache`, new cache | 2: `create` container, `create` `g1` (container only once) | `mount` |
-//! | release that publishes | 3: `snapshot`, `promote`, then `destroy -R` of the old version snapshot (its only clone is the old generation, unmounted); or, while other copies still clone the old version, `destroy` of the old generation alone. 1 (`snapshot`) for a cache's first version | `unmount` |
+//! | `cache`, new cache | 4: `create` container, `create g1` (the empty first version, given to the user), `snapshot g1@v1`, `clone` the copy | `mount`, `unmount` (+ `mount` of the copy on OpenZFS) |
+//! | release that publishes | 3: `snapshot`, `promote`, then `destroy -R` of the old version snapshot (its only clone is the old generation, unmounted); or, while other copies still clone the old version, `destroy` of the old generation alone | `unmount` |
 //! | release that discards / drop | 1: `destroy` (+1 `destroy` of an old version snapshot when the last copy of that version goes) | `unmount` |
 //! | `delete_cache` | 1: `destroy -r` | `unmount` of mounted copies |
 //! | `df` | 0 | `zfs get used,available` |
@@ -153,9 +159,12 @@
 //! yet) → no `@snap`: destroyed at open, the id has no result. `set zstore:deleted=on` →
 //! hidden; open destroys it once nothing is cloned from it, and its origin chain with it.
 //!
-//! **cache acquire**: container `create` → an empty container: open destroys it (the cache
-//! had no version). `clone`/`create` of `g<M>` → no `@v<M>`: open destroys it; the cache
-//! stays at its version.
+//! **cache acquire**: for a new cache, container `create` → an empty container: open
+//! destroys it (the cache was never created). `create g1`, `mount`, `chown`, `unmount` → no
+//! `@v1`: open destroys it and the container. `snapshot g1@v1` → the cache exists, empty and
+//! owned by the user (the contract creates it at the first acquire, so a crash after this
+//! keeps it). `clone` of the copy `g<M>` → no `@v<M>`: open destroys it; the cache stays at
+//! its version.
 //!
 //! **cache release (publish)**: `unmount` → copy not published (destroyed at open).
 //! `snapshot g<M>@v<M>` → **published**: `M` is now the highest generation with its own

@@ -106,35 +106,47 @@ async fn command_sequences() {
         ]
     );
 
-    // A new cache: container, first generation, mount; first release: 1 snapshot.
+    // A new cache: container, its empty first version (made, given to the user,
+    // snapshotted), then the copy: a clone of it.
     let user = User::new(1, 1).expect("user");
     let c = cname("c");
     let lease = store.cache(user, &c).await.expect("cache");
-    assert_eq!(
-        lines(rec.take(), &root),
-        [
-            "zfs create -o canmount=off -- R/cache/c-c",
-            "zfs create -o canmount=noauto -- R/cache/c-c/g1",
-            "zfs mount -- R/cache/c-c/g1",
-        ]
-    );
+    let cmds = rec.take();
+    assert_eq!(syncing(&cmds), 4);
+    let mut expected = vec![
+        "zfs create -o canmount=off -- R/cache/c-c",
+        "zfs create -o canmount=noauto -- R/cache/c-c/g1",
+        "zfs mount -- R/cache/c-c/g1",
+        "zfs unmount -- R/cache/c-c/g1",
+        "zfs snapshot -- R/cache/c-c/g1@v1",
+        "zfs clone -o canmount=noauto -- R/cache/c-c/g1@v1 R/cache/c-c/g2",
+    ];
+    if !fuse {
+        expected.push("zfs mount -- R/cache/c-c/g2");
+    }
+    assert_eq!(lines(cmds, &root), expected);
+    // Publishing release: 3 syncing commands.
     assert_eq!(
         lease.release().await.expect("rel"),
         ReleaseOutcome::Published
     );
+    let cmds = rec.take();
+    assert_eq!(syncing(&cmds), 3);
     assert_eq!(
-        lines(rec.take(), &root),
+        lines(cmds, &root),
         [
-            "zfs unmount -- R/cache/c-c/g1",
-            "zfs snapshot -- R/cache/c-c/g1@v1"
+            "zfs unmount -- R/cache/c-c/g2",
+            "zfs snapshot -- R/cache/c-c/g2@v2",
+            "zfs promote R/cache/c-c/g2",
+            "zfs destroy -R -- R/cache/c-c/g2@v1",
         ]
     );
 
-    // Acquire of an existing cache: one clone. Publishing release: 3 syncing commands.
+    // Acquire of an existing cache: one clone.
     let l2 = store.cache(user, &c).await.expect("cache");
-    let mut expected = vec!["zfs clone -o canmount=noauto -- R/cache/c-c/g1@v1 R/cache/c-c/g2"];
+    let mut expected = vec!["zfs clone -o canmount=noauto -- R/cache/c-c/g2@v2 R/cache/c-c/g3"];
     if !fuse {
-        expected.push("zfs mount -- R/cache/c-c/g2");
+        expected.push("zfs mount -- R/cache/c-c/g3");
     }
     assert_eq!(lines(rec.take(), &root), expected);
     let l3 = store.cache(user, &c).await.expect("cache");
@@ -145,11 +157,11 @@ async fn command_sequences() {
     assert_eq!(
         lines(cmds, &root),
         [
-            "zfs unmount -- R/cache/c-c/g2",
-            "zfs snapshot -- R/cache/c-c/g2@v2",
-            "zfs promote R/cache/c-c/g2",
-            // l3 still clones @v1, so only the old generation goes now.
-            "zfs destroy -- R/cache/c-c/g1",
+            "zfs unmount -- R/cache/c-c/g3",
+            "zfs snapshot -- R/cache/c-c/g3@v3",
+            "zfs promote R/cache/c-c/g3",
+            // l3 still clones @v2, so only the old generation goes now.
+            "zfs destroy -- R/cache/c-c/g2",
         ]
     );
     // The stale copy: discarded with the old version snapshot it pinned.
@@ -157,24 +169,15 @@ async fn command_sequences() {
     assert_eq!(
         lines(rec.take(), &root),
         [
-            "zfs unmount -- R/cache/c-c/g3",
-            "zfs destroy -- R/cache/c-c/g3",
-            "zfs destroy -- R/cache/c-c/g2@v1",
-        ]
-    );
-    // A publish with no other copy out: snapshot, promote, destroy -R of the old version.
-    let l4 = store.cache(user, &c).await.expect("cache");
-    rec.take();
-    assert_eq!(l4.release().await.expect("rel"), ReleaseOutcome::Published);
-    assert_eq!(
-        lines(rec.take(), &root),
-        [
             "zfs unmount -- R/cache/c-c/g4",
-            "zfs snapshot -- R/cache/c-c/g4@v4",
-            "zfs promote R/cache/c-c/g4",
-            "zfs destroy -R -- R/cache/c-c/g4@v2",
+            "zfs destroy -- R/cache/c-c/g4",
+            "zfs destroy -- R/cache/c-c/g3@v2",
         ]
     );
+    // A dropped copy: destroyed in the background.
+    drop(store.cache(user, &c).await.expect("cache"));
+    store.wait_idle().await;
+    rec.take();
     store.delete_cache(&c).await.expect("delete cache");
     assert_eq!(lines(rec.take(), &root), ["zfs destroy -r -- R/cache/c-c"]);
 

@@ -42,16 +42,31 @@ async fn hostile_cache_names_never_reach_a_command_line() {
         );
     }
     let lines = rec.take_lines();
-    for name in hostile {
-        for line in &lines {
-            for arg in line.split(' ') {
-                // (`--` itself is the store's own option terminator.)
-                let bad = (arg == name && name != "--")
-                    || arg.contains(&format!("/{name}/"))
-                    || arg.ends_with(&format!("/{name}"))
-                    || (name.contains('@') && arg.contains(name))
-                    || (name.len() > 2 && name.contains('/') && arg.contains(name));
-                assert!(!bad, "{name:?} reached a command line unescaped: {line}");
+    for line in &lines {
+        let args: Vec<&str> = line.split(' ').collect();
+        // The dataset arguments: after `--`, or the last one for `promote`/`set` (which take
+        // no `--`). Options before them are the store's own.
+        let names: Vec<&str> = match args.iter().position(|a| *a == "--") {
+            Some(p) => args[p + 1..].to_vec(),
+            None => args.last().copied().into_iter().collect(),
+        };
+        for ds in names {
+            assert!(
+                !ds.starts_with('-'),
+                "option-like dataset argument in: {line}"
+            );
+            for name in hostile {
+                let parts: Vec<&str> = ds.split(['/', '@']).collect();
+                assert!(
+                    !parts.contains(&name),
+                    "{name:?} is a raw name component in: {line}"
+                );
+                if name.contains('/') || name.contains('@') {
+                    assert!(
+                        !ds.contains(name),
+                        "{name:?} reached a command line: {line}"
+                    );
+                }
             }
         }
     }
