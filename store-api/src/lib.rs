@@ -84,3 +84,8 @@ pub use name_error::{NameError, NameErrorReason, NameKind};
 pub use spec::{StoreSpec, StoreSpecError};
 pub use store::{Store, StoreExt};
 pub use user::User;
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
