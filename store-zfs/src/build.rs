@@ -130,9 +130,14 @@ pub async fn build(
         armed: true,
     };
     let prepared = {
-        let (inner, leaf, op) = (inner.clone(), leaf.clone(), op.clone());
+        // Take the dataset's lock before spawning, so a cleanup spawned by a drop right
+        // after this cannot run ahead of the step and miss the dataset it creates.
+        let held = op.clone().try_lock_owned().map_err(|_| {
+            StoreError::backend(format!("internal: new dataset {leaf} is already locked"))
+        })?;
+        let (inner, leaf) = (inner.clone(), leaf.clone());
         join(spawn_detached(inner.tasks.clone(), async move {
-            let _op = op.lock().await;
+            let _op = held;
             prepare(&inner, &leaf, base_leaf.as_deref()).await
         }))
         .await
@@ -147,9 +152,11 @@ pub async fn build(
     match run_build_fn(f, dir).await {
         BuildFnOutcome::Succeeded => {
             let committed = {
-                let (inner, id, leaf, op) = (inner.clone(), id.clone(), leaf.clone(), op.clone());
+                // As above: the lock is taken before the task exists.
+                let held = op.clone().lock_owned().await;
+                let (inner, id, leaf) = (inner.clone(), id.clone(), leaf.clone());
                 join(spawn_detached(inner.tasks.clone(), async move {
-                    let _op = op.lock().await;
+                    let _op = held;
                     commit(&inner, &id, &leaf).await
                 }))
                 .await

@@ -198,6 +198,7 @@ mod cache;
 mod cache_state;
 mod cli;
 mod engine;
+mod fake_zfs;
 mod layout;
 mod locate;
 mod mounts;

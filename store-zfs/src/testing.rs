@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+pub use crate::fake_zfs::FakeZfs;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
 

@@ -1,10 +1,14 @@
-//! The exact command sequence (and so the cost) of each operation, recorded on a real pool.
+//! The exact command sequence (and so the cost) of each operation: recorded on a real pool,
+//! and on the in-memory fake in both its zfs-fuse and OpenZFS behaviours.
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{cname, id, open, pool};
 use store_api::{ReleaseOutcome, Store, StoreExt, User};
-use store_zfs::{Cmd, Engine};
+use store_zfs::testing::{FakeZfs, RecordingRunner};
+use store_zfs::{Cmd, Engine, ZfsOptions, ZfsStore};
 
 /// Recorded commands as lines, with the store root replaced by `R`. A command repeated
 /// back to back is the runner's EBUSY retry (zfs-fuse's unmount/destroy race): counted once.
@@ -27,7 +31,41 @@ async fn command_sequences() {
         return;
     };
     let (store, rec) = open(&pool).await;
-    let root = pool.name().to_owned();
+    sequences(&store, &rec, pool.name()).await;
+}
+
+async fn on_fake(openzfs: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake: Arc<FakeZfs> = Arc::new(if openzfs {
+        FakeZfs::openzfs(dir.path(), "fp")
+    } else {
+        FakeZfs::new(dir.path(), "fp")
+    });
+    let rec = RecordingRunner::new(fake);
+    let store = ZfsStore::open(
+        "fp",
+        ZfsOptions {
+            runner: rec.clone(),
+            ..ZfsOptions::default()
+        },
+    )
+    .await
+    .expect("open");
+    assert_eq!(store.engine().is_zfs_fuse(), !openzfs);
+    sequences(&store, &rec, "fp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_sequences_fake_zfs_fuse() {
+    on_fake(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_sequences_fake_openzfs() {
+    on_fake(true).await;
+}
+
+async fn sequences(store: &ZfsStore, rec: &RecordingRunner, root: &str) {
     let fuse = *store.engine() == Engine::ZfsFuse;
     rec.take();
 
@@ -39,7 +77,7 @@ async fn command_sequences() {
     let cmds = rec.take();
     assert_eq!(syncing(&cmds), 2);
     assert_eq!(
-        lines(cmds, &root),
+        lines(cmds, root),
         [
             "zfs create -o canmount=noauto -- R/result/a",
             "zfs mount -- R/result/a",
@@ -72,7 +110,7 @@ async fn command_sequences() {
         "zfs snapshot -- R/result/b@snap",
         "zfs mount -o ro -- R/result/b",
     ]);
-    assert_eq!(lines(cmds, &root), expected);
+    assert_eq!(lines(cmds, root), expected);
 
     // A failing build: clone, then unmount and destroy.
     let _ = store
@@ -81,14 +119,14 @@ async fn command_sequences() {
     let cmds = rec.take();
     assert_eq!(syncing(&cmds), 2);
     assert_eq!(
-        lines(cmds, &root).last().map(String::as_str),
+        lines(cmds, root).last().map(String::as_str),
         Some("zfs destroy -r -- R/result/f")
     );
 
     // delete with a dependent: one `set`, then unmount.
     store.delete(&id("a")).await.expect("delete a");
     assert_eq!(
-        lines(rec.take(), &root),
+        lines(rec.take(), root),
         [
             "zfs set zstore:deleted=on R/result/a",
             "zfs unmount -- R/result/a"
@@ -97,7 +135,7 @@ async fn command_sequences() {
     // delete of the leaf: unmount, destroy; then the freed hidden origin goes too.
     store.delete(&id("b")).await.expect("delete b");
     assert_eq!(
-        lines(rec.take(), &root),
+        lines(rec.take(), root),
         [
             "zfs unmount -- R/result/b",
             "zfs destroy -r -- R/result/b",
@@ -124,7 +162,7 @@ async fn command_sequences() {
     if !fuse {
         expected.push("zfs mount -- R/cache/c-c/g2");
     }
-    assert_eq!(lines(cmds, &root), expected);
+    assert_eq!(lines(cmds, root), expected);
     // Publishing release: 3 syncing commands.
     assert_eq!(
         lease.release().await.expect("rel"),
@@ -133,7 +171,7 @@ async fn command_sequences() {
     let cmds = rec.take();
     assert_eq!(syncing(&cmds), 3);
     assert_eq!(
-        lines(cmds, &root),
+        lines(cmds, root),
         [
             "zfs unmount -- R/cache/c-c/g2",
             "zfs snapshot -- R/cache/c-c/g2@v2",
@@ -148,14 +186,14 @@ async fn command_sequences() {
     if !fuse {
         expected.push("zfs mount -- R/cache/c-c/g3");
     }
-    assert_eq!(lines(rec.take(), &root), expected);
+    assert_eq!(lines(rec.take(), root), expected);
     let l3 = store.cache(user, &c).await.expect("cache");
     rec.take();
     assert_eq!(l2.release().await.expect("rel"), ReleaseOutcome::Published);
     let cmds = rec.take();
     assert_eq!(syncing(&cmds), 3);
     assert_eq!(
-        lines(cmds, &root),
+        lines(cmds, root),
         [
             "zfs unmount -- R/cache/c-c/g3",
             "zfs snapshot -- R/cache/c-c/g3@v3",
@@ -167,7 +205,7 @@ async fn command_sequences() {
     // The stale copy: discarded with the old version snapshot it pinned.
     assert_eq!(l3.release().await.expect("rel"), ReleaseOutcome::Discarded);
     assert_eq!(
-        lines(rec.take(), &root),
+        lines(rec.take(), root),
         [
             "zfs unmount -- R/cache/c-c/g4",
             "zfs destroy -- R/cache/c-c/g4",
@@ -179,21 +217,19 @@ async fn command_sequences() {
     store.wait_idle().await;
     rec.take();
     store.delete_cache(&c).await.expect("delete cache");
-    assert_eq!(lines(rec.take(), &root), ["zfs destroy -r -- R/cache/c-c"]);
+    assert_eq!(lines(rec.take(), root), ["zfs destroy -r -- R/cache/c-c"]);
 
     // df: one `get`; complete_deletes: nothing on zfs-fuse.
     let free = store.df().await.expect("df");
     assert!(free > 0.0 && free <= 100.0, "{free}");
     assert_eq!(
-        lines(rec.take(), &root),
-        [format!(
-            "zfs get -H -p -o property,value used,available -- {}",
-            pool.name()
-        )
-        .replace(&root, "R")]
+        lines(rec.take(), root),
+        ["zfs get -H -p -o property,value used,available -- R"]
     );
     store.complete_deletes().await.expect("complete");
     if fuse {
         assert_eq!(rec.take(), []);
+    } else {
+        assert_eq!(lines(rec.take(), root), ["zpool wait -t free -- R"]);
     }
 }

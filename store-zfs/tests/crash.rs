@@ -8,8 +8,56 @@ use std::time::Duration;
 
 use common::{cname, id, pool, read};
 use store_api::{Store, StoreExt, User};
+use store_zfs::testing::FakeZfs;
 use store_zfs::testing::{Fault, FaultRunner, TestPool};
+use store_zfs::{Cmd, Runner};
 use store_zfs::{SystemRunner, ZfsOptions, ZfsStore};
+
+/// Where the sweep runs: a real pool, or the in-memory fake.
+#[derive(Clone)]
+enum Env {
+    Pool(Arc<TestPool>),
+    Fake(Arc<FakeZfs>),
+}
+
+impl Env {
+    fn runner(&self) -> Arc<dyn Runner> {
+        match self {
+            Env::Pool(_) => Arc::new(SystemRunner),
+            Env::Fake(f) => f.clone(),
+        }
+    }
+    fn name(&self) -> String {
+        match self {
+            Env::Pool(p) => p.name().to_owned(),
+            Env::Fake(_) => "fp".to_owned(),
+        }
+    }
+    fn datasets(&self) -> Vec<String> {
+        match self {
+            Env::Pool(p) => p.datasets().expect("ls"),
+            Env::Fake(f) => f.names(),
+        }
+    }
+    async fn create(&self, ds: &str) {
+        let out = self
+            .runner()
+            .run(&Cmd::zfs(["create", "--", ds]))
+            .await
+            .expect("zfs");
+        assert!(out.success(), "{out:?}");
+    }
+    async fn destroy(&self, ds: &str) {
+        match self {
+            Env::Pool(p) => p
+                .destroy_tree(ds)
+                .unwrap_or_else(|e| panic!("cleanup: {e}")),
+            Env::Fake(f) => {
+                let _ = f.run(&Cmd::zfs(["destroy", "-R", "--", ds])).await;
+            }
+        }
+    }
+}
 
 async fn open_at(
     root: &str,
@@ -26,8 +74,9 @@ async fn open_at(
 }
 
 /// Sets up `root`: result `a` ("a"), cache `c` at "v1", a file in the state dir.
-async fn setup(root: &str) {
-    let store = open_at(root, Arc::new(SystemRunner)).await.expect("open");
+async fn setup(env: &Env, root: &str) {
+    env.create(root).await;
+    let store = open_at(root, env.runner()).await.expect("open");
     store
         .build(None, &id("a"), |dir| async move {
             std::fs::write(dir.join("f"), "a")
@@ -79,14 +128,14 @@ async fn scenario(store: &ZfsStore) {
 }
 
 /// What a reopened store must look like after a crash anywhere in `scenario`.
-async fn check(pool: &TestPool, root: &str, n: usize) {
-    let store = open_at(root, Arc::new(SystemRunner))
+async fn check(env: &Env, root: &str, n: usize) {
+    let store = open_at(root, env.runner())
         .await
         .unwrap_or_else(|e| panic!("N={n}: reopen: {e}"));
     check_store(&store, n).await;
     store.wait_idle().await;
     drop(store);
-    check_leftovers(pool, root, n).await;
+    check_leftovers(env, root, n).await;
 }
 
 /// The contract's view of a store after `scenario` was interrupted or failed at command `n`.
@@ -113,11 +162,11 @@ async fn check_store(store: &ZfsStore, n: usize) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-async fn check_leftovers(pool: &TestPool, root: &str, n: usize) {
+async fn check_leftovers(env: &Env, root: &str, n: usize) {
     // Reopen once more: no temporaries remain, every dataset is a result (with its
     // snapshot), a result kept for its dependents, or a cache's single published generation.
-    let _store = open_at(root, Arc::new(SystemRunner)).await.expect("reopen");
-    let all = pool.datasets().expect("ls");
+    let _store = open_at(root, env.runner()).await.expect("reopen");
+    let all = env.datasets();
     let mine: Vec<&String> = all
         .iter()
         .filter(|d| d.starts_with(&format!("{root}/")))
@@ -147,36 +196,23 @@ async fn check_leftovers(pool: &TestPool, root: &str, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_every_command() {
-    let Some(pool) = pool("crash_after_every_command") else {
-        return;
-    };
+async fn stop_sweep(env: Env) {
     // How many commands the scenario takes (open included) when nothing stops it.
-    let probe_root = format!("{}/probe", pool.name());
-    let counter = FaultRunner::new(Arc::new(SystemRunner), Fault::StopAfter(usize::MAX));
-    std::process::Command::new("zfs")
-        .args(["create", "--", &probe_root])
-        .status()
-        .expect("zfs");
-    setup(&probe_root).await;
+    let probe_root = format!("{}/probe", env.name());
+    let counter = FaultRunner::new(env.runner(), Fault::StopAfter(usize::MAX));
+    setup(&env, &probe_root).await;
     let store = open_at(&probe_root, counter.clone()).await.expect("open");
     scenario(&store).await;
     store.wait_idle().await;
     drop(store);
     let total = counter.count();
     assert!(total > 20, "scenario ran {total} commands");
-    check(&pool, &probe_root, usize::MAX).await;
-
+    check(&env, &probe_root, usize::MAX).await;
     let only: Option<usize> = std::env::var("CRASH_N").ok().and_then(|v| v.parse().ok());
     for n in (0..=total).filter(|n| only.is_none_or(|o| o == *n)) {
-        let root = format!("{}/s{n}", pool.name());
-        std::process::Command::new("zfs")
-            .args(["create", "--", &root])
-            .status()
-            .expect("zfs");
-        setup(&root).await;
-        let runner = FaultRunner::new(Arc::new(SystemRunner), Fault::StopAfter(n));
+        let root = format!("{}/s{n}", env.name());
+        setup(&env, &root).await;
+        let runner = FaultRunner::new(env.runner(), Fault::StopAfter(n));
         if let Ok(store) = open_at(&root, runner.clone()).await {
             scenario(&store).await;
             // Its background tasks only meet the stopped runner; wait so none is still
@@ -184,38 +220,26 @@ async fn crash_after_every_command() {
             store.wait_idle().await;
             drop(store);
         }
-        check(&pool, &root, n).await;
+        check(&env, &root, n).await;
         // Keep the daemon's mount count low: remove this root entirely.
-        pool.destroy_tree(&root)
-            .unwrap_or_else(|e| panic!("N={n}: cleanup: {e}"));
+        env.destroy(&root).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fail_every_command() {
-    let Some(pool) = pool("fail_every_command") else {
-        return;
-    };
-    let probe_root = format!("{}/probe", pool.name());
-    std::process::Command::new("zfs")
-        .args(["create", "--", &probe_root])
-        .status()
-        .expect("zfs");
-    setup(&probe_root).await;
-    let counter = FaultRunner::new(Arc::new(SystemRunner), Fault::StopAfter(usize::MAX));
+async fn fail_sweep(env: Env) {
+    let probe_root = format!("{}/probe", env.name());
+    setup(&env, &probe_root).await;
+    let counter = FaultRunner::new(env.runner(), Fault::StopAfter(usize::MAX));
     let store = open_at(&probe_root, counter.clone()).await.expect("open");
     scenario(&store).await;
+    store.wait_idle().await;
     drop(store);
     let total = counter.count();
     let only: Option<usize> = std::env::var("CRASH_N").ok().and_then(|v| v.parse().ok());
     for n in (0..total).filter(|n| only.is_none_or(|o| o == *n)) {
-        let root = format!("{}/f{n}", pool.name());
-        std::process::Command::new("zfs")
-            .args(["create", "--", &root])
-            .status()
-            .expect("zfs");
-        setup(&root).await;
-        let runner = FaultRunner::new(Arc::new(SystemRunner), Fault::FailAt(n));
+        let root = format!("{}/f{n}", env.name());
+        setup(&env, &root).await;
+        let runner = FaultRunner::new(env.runner(), Fault::FailAt(n));
         if let Ok(store) = open_at(&root, runner.clone()).await {
             scenario(&store).await;
             store.wait_idle().await;
@@ -227,10 +251,42 @@ async fn fail_every_command() {
             store.wait_idle().await;
             drop(store);
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
         // ...and so does a reopen.
-        check(&pool, &root, n).await;
-        pool.destroy_tree(&root)
-            .unwrap_or_else(|e| panic!("N={n}: cleanup: {e}"));
+        check(&env, &root, n).await;
+        env.destroy(&root).await;
     }
+}
+
+fn fake_env() -> (tempfile::TempDir, Env) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(FakeZfs::new(dir.path(), "fp"));
+    (dir, Env::Fake(fake))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_every_command() {
+    let Some(pool) = pool("crash_after_every_command") else {
+        return;
+    };
+    stop_sweep(Env::Pool(Arc::new(pool))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_every_command() {
+    let Some(pool) = pool("fail_every_command") else {
+        return;
+    };
+    fail_sweep(Env::Pool(Arc::new(pool))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_every_command_fake() {
+    let (_dir, env) = fake_env();
+    stop_sweep(env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_every_command_fake() {
+    let (_dir, env) = fake_env();
+    fail_sweep(env).await;
 }
