@@ -193,6 +193,16 @@
 //! A zfs-fuse daemon crash is outside this argument: restart it and `zfs mount` the store
 //! root (the store mounts its groups and results itself).
 
+//! # Testing
+//!
+//! [`testing`] holds what this crate's tests use and other crates may reuse:
+//! [`testing::TestPool`] (a sparse-file pool with a unique name, destroyed on drop; its
+//! creation fails clearly if the ZFS daemon does not answer), [`testing::require_zfs`] (skip
+//! loudly without ZFS, fail if `ZSTORE_REQUIRE_ZFS=1`), [`testing::RecordingRunner`],
+//! [`testing::FaultRunner`] (fail command N, or stop every command after N to simulate a
+//! crash, then reopen with a real runner) and [`testing::FakeZfs`] (an in-memory model of the
+//! commands, for fast tests without a pool, with zfs-fuse or OpenZFS behaviour).
+
 mod build;
 mod cache;
 mod cache_state;

@@ -111,11 +111,39 @@ impl TestPool {
             let _ = std::fs::remove_file(&file);
             return Err(e);
         }
-        Ok(Self {
+        let pool = Self {
             name,
             file,
             mountpoint,
-        })
+        };
+        if let Err(e) = pool.check_responsive() {
+            // Destroying it would block on the same wedged daemon.
+            std::mem::forget(pool);
+            return Err(e);
+        }
+        Ok(pool)
+    }
+
+    /// Fails (instead of hanging the test forever) if the pool's root mount does not answer
+    /// a `stat` within 20 s: a zfs-fuse daemon whose FUSE side is wedged still answers
+    /// `zpool` and `zfs` commands, but every file access blocks.
+    fn check_responsive(&self) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mp = self.mountpoint.clone();
+        // If the daemon is wedged this thread stays blocked in the kernel; it is detached.
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::metadata(&mp).map(|_| ()));
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.mountpoint.display())),
+            Err(_) => Err(format!(
+                "the root of new pool {} ({}) does not answer file access: the ZFS daemon \
+                 (zfs-fuse) is wedged and must be restarted; the pool is left in place",
+                self.name,
+                self.mountpoint.display()
+            )),
+        }
     }
 
     /// The pool name.
