@@ -25,8 +25,13 @@ pub fn is_transient_busy(stderr: &str) -> bool {
 }
 
 /// Whether a store error is a command that failed because the dataset does not exist.
+///
+/// OpenZFS words a missing snapshot in `zfs destroy` differently from everything else
+/// ("could not find any snapshots to destroy"); zfs-fuse says "does not exist" there too.
 pub fn is_missing(err: &StoreError) -> bool {
-    matches!(err, StoreError::Command(f) if f.stderr.contains("does not exist"))
+    matches!(err, StoreError::Command(f)
+        if f.stderr.contains("does not exist")
+            || f.stderr.contains("could not find any snapshots to destroy"))
 }
 
 /// Whether a store error is an unmount refused because a process uses the mount.
@@ -348,6 +353,10 @@ mod tests {
             )),
             Ok(CmdOutput::failed(
                 1,
+                "could not find any snapshots to destroy; check snapshot names.\n",
+            )),
+            Ok(CmdOutput::failed(
+                1,
                 "cannot unmount 'p/x': not currently mounted\n",
             )),
             Err("spawn"),
@@ -357,6 +366,9 @@ mod tests {
         zfs.destroy("p/x", Some("-r"))
             .await
             .expect("absent counts as destroyed");
+        zfs.destroy("p/x@s", None)
+            .await
+            .expect("an absent snapshot, in OpenZFS's words");
         zfs.unmount("p/x")
             .await
             .expect("not mounted counts as unmounted");

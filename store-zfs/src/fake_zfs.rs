@@ -424,6 +424,12 @@ impl FakeZfs {
 
     fn destroy(&self, m: &mut Model, name: &str, flag: Option<&str>) -> CmdOutput {
         if !m.ds.contains_key(name) {
+            let fs_exists = name
+                .split_once('@')
+                .is_some_and(|(fs, _)| m.ds.contains_key(fs));
+            if self.openzfs && fs_exists {
+                return fail("could not find any snapshots to destroy; check snapshot names.");
+            }
             return fail(format!("cannot open '{name}': dataset does not exist"));
         }
         // Everything this destroy removes: the name, plus descendants (-r, -R), plus clones

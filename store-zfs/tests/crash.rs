@@ -257,9 +257,13 @@ async fn fail_sweep(env: Env) {
     }
 }
 
-fn fake_env() -> (tempfile::TempDir, Env) {
+fn fake_env(openzfs: bool) -> (tempfile::TempDir, Env) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fake = Arc::new(FakeZfs::new(dir.path(), "fp"));
+    let fake = Arc::new(if openzfs {
+        FakeZfs::openzfs(dir.path(), "fp")
+    } else {
+        FakeZfs::new(dir.path(), "fp")
+    });
     (dir, Env::Fake(fake))
 }
 
@@ -281,12 +285,24 @@ async fn fail_every_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_every_command_fake() {
-    let (_dir, env) = fake_env();
+    let (_dir, env) = fake_env(false);
+    stop_sweep(env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_every_command_fake_openzfs() {
+    let (_dir, env) = fake_env(true);
     stop_sweep(env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_every_command_fake() {
-    let (_dir, env) = fake_env();
+    let (_dir, env) = fake_env(false);
+    fail_sweep(env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_every_command_fake_openzfs() {
+    let (_dir, env) = fake_env(true);
     fail_sweep(env).await;
 }
