@@ -85,8 +85,14 @@
 //! [`result`](store_api::Store::result) returned, read-only, at most
 //! [`ZFS_FUSE_MOUNT_CAP`] on zfs-fuse (no cap on OpenZFS; configurable with
 //! [`ZfsOptions::max_mounted_results`]). Past the cap the least recently returned result is
-//! unmounted; calling `result()` again mounts it again (the path does not change). Published
-//! cache generations and deleted results are unmounted. After every create or clone the
+//! unmounted; calling `result()` again mounts it again (the path does not change; until
+//! then the path is an empty directory, which is this store's one departure from "the path
+//! stays valid until `id` is deleted", and only past the cap). Published
+//! cache generations and deleted results are unmounted. If a process still has a file open
+//! in a build directory when the build commits (OBuilder keeps a log descriptor open a
+//! little past `build`), the snapshot is taken anyway and the result stays mounted
+//! read-write until a later `result()` can remount it read-only; builds from it clone the
+//! snapshot, so they never see later writes. After every create or clone the
 //! store checks the mount table, so a silently failed mount is an error, never a path into
 //! the parent dataset.
 //!
