@@ -1,6 +1,7 @@
 //! Many builds from one base, and many holders of one cache, at once.
 
 mod common;
+use common::{Env, FakeEnv};
 
 use common::{cname, id, leftovers, open, pool, read};
 use store_api::{ReleaseOutcome, Store, StoreExt, User};
@@ -10,6 +11,15 @@ async fn many_builds_from_one_base() {
     let Some(pool) = pool("many_builds_from_one_base") else {
         return;
     };
+    many_builds_from_one_base_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_builds_from_one_base_fake() {
+    many_builds_from_one_base_on(&FakeEnv::new()).await;
+}
+
+async fn many_builds_from_one_base_on(pool: &impl Env) {
     let (store, _rec) = open(&pool).await;
     let base = id("base");
     store
@@ -60,6 +70,15 @@ async fn ten_holders_of_one_cache() {
     let Some(pool) = pool("ten_holders_of_one_cache") else {
         return;
     };
+    ten_holders_of_one_cache_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_holders_of_one_cache_fake() {
+    ten_holders_of_one_cache_on(&FakeEnv::new()).await;
+}
+
+async fn ten_holders_of_one_cache_on(pool: &impl Env) {
     let (store, _rec) = open(&pool).await;
     let c = cname("shared");
     let user = User::new(1000, 1000).expect("user");

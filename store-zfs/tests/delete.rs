@@ -1,6 +1,7 @@
 //! `delete` never breaks what was built from the deleted result, and reclaims it later.
 
 mod common;
+use common::{Env, FakeEnv};
 
 use std::time::Duration;
 
@@ -12,6 +13,15 @@ async fn delete_base_with_children_and_running_build() {
     let Some(pool) = pool("delete_base_with_children_and_running_build") else {
         return;
     };
+    delete_base_with_children_and_running_build_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_base_with_children_and_running_build_fake() {
+    delete_base_with_children_and_running_build_on(&FakeEnv::new()).await;
+}
+
+async fn delete_base_with_children_and_running_build_on(pool: &impl Env) {
     let (store, _rec) = open(&pool).await;
     let (a, b, c) = (id("a"), id("b"), id("c"));
     store
@@ -74,12 +84,7 @@ async fn delete_base_with_children_and_running_build() {
 
     // The old `a` is kept (hidden) while b and c depend on it, and goes with the last.
     store.delete(&b).await.expect("delete b");
-    assert!(
-        pool.datasets()
-            .expect("ls")
-            .iter()
-            .any(|d| d.ends_with("/result/a"))
-    );
+    assert!(pool.datasets().iter().any(|d| d.ends_with("/result/a")));
     store.delete(&c).await.expect("delete c");
     assert_eq!(
         leftovers(&pool, &["result/a:1", "result/a:1@snap"]),
@@ -99,6 +104,15 @@ async fn hidden_results_are_reclaimed_at_open() {
     let Some(pool) = pool("hidden_results_are_reclaimed_at_open") else {
         return;
     };
+    hidden_results_are_reclaimed_at_open_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_results_are_reclaimed_at_open_fake() {
+    hidden_results_are_reclaimed_at_open_on(&FakeEnv::new()).await;
+}
+
+async fn hidden_results_are_reclaimed_at_open_on(pool: &impl Env) {
     let (store, _rec) = open(&pool).await;
     let (a, b) = (id("a"), id("b"));
     store

@@ -1,6 +1,7 @@
 //! Hostile cache names and store locations.
 
 mod common;
+use common::{Env, FakeEnv};
 
 use std::sync::Arc;
 
@@ -14,6 +15,15 @@ async fn hostile_cache_names_never_reach_a_command_line() {
     let Some(pool) = pool("hostile_cache_names_never_reach_a_command_line") else {
         return;
     };
+    hostile_cache_names_never_reach_a_command_line_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_cache_names_never_reach_a_command_line_fake() {
+    hostile_cache_names_never_reach_a_command_line_on(&FakeEnv::new()).await;
+}
+
+async fn hostile_cache_names_never_reach_a_command_line_on(pool: &impl Env) {
     let (store, rec) = open(&pool).await;
     let long_a = format!("{}a", "é".repeat(63));
     let long_b = format!("{}b", "é".repeat(63));

@@ -1,6 +1,7 @@
 //! OBuilder's store test cases, on a real pool.
 
 mod common;
+use common::{Env, FakeEnv};
 
 use std::os::unix::fs::MetadataExt;
 
@@ -12,6 +13,15 @@ async fn build_base_sub_fail() {
     let Some(pool) = pool("build_base_sub_fail") else {
         return;
     };
+    build_base_sub_fail_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_base_sub_fail_fake() {
+    build_base_sub_fail_on(&FakeEnv::new()).await;
+}
+
+async fn build_base_sub_fail_on(pool: &impl Env) {
     let (store, _rec) = open(&pool).await;
     let (base, sub, fail) = (id("base"), id("sub"), id("fail"));
 
@@ -109,6 +119,15 @@ async fn cache_cases() {
     let Some(pool) = pool("cache_cases") else {
         return;
     };
+    cache_cases_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_cases_fake() {
+    cache_cases_on(&FakeEnv::new()).await;
+}
+
+async fn cache_cases_on(pool: &impl Env) {
     let (store, _rec) = open(&pool).await;
     let c = cname("c1");
     let user = User::new(123, 456).expect("user");

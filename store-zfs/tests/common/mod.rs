@@ -1,10 +1,81 @@
-//! Shared helpers for the real-pool tests.
+//! Shared helpers for the tests: on a real pool, or on the in-memory fake.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
-use store_zfs::testing::{RecordingRunner, TestPool, require_zfs};
-use store_zfs::{SystemRunner, ZfsOptions, ZfsStore};
+use store_zfs::testing::{FakeZfs, RecordingRunner, TestPool, require_zfs};
+use store_zfs::{Runner, SystemRunner, ZfsOptions, ZfsStore};
+
+/// Where a test's store lives.
+pub trait Env {
+    /// What `ZfsStore::open` is given.
+    fn location(&self) -> String;
+    /// The pool (or fake pool) name.
+    fn name(&self) -> String;
+    /// The runner to use.
+    fn runner(&self) -> Arc<dyn Runner>;
+    /// Every dataset and snapshot, sorted.
+    fn datasets(&self) -> Vec<String>;
+}
+
+impl<T: Env + ?Sized> Env for &T {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn runner(&self) -> Arc<dyn Runner> {
+        (**self).runner()
+    }
+    fn datasets(&self) -> Vec<String> {
+        (**self).datasets()
+    }
+}
+
+impl Env for TestPool {
+    fn location(&self) -> String {
+        self.mountpoint().to_string_lossy().into_owned()
+    }
+    fn name(&self) -> String {
+        TestPool::name(self).to_owned()
+    }
+    fn runner(&self) -> Arc<dyn Runner> {
+        Arc::new(SystemRunner)
+    }
+    fn datasets(&self) -> Vec<String> {
+        TestPool::datasets(self).expect("zfs list")
+    }
+}
+
+/// The in-memory fake (zfs-fuse behaviour), in a temporary directory.
+pub struct FakeEnv {
+    _dir: tempfile::TempDir,
+    fake: Arc<FakeZfs>,
+}
+
+impl FakeEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(FakeZfs::new(dir.path(), "fp"));
+        Self { _dir: dir, fake }
+    }
+}
+
+impl Env for FakeEnv {
+    fn location(&self) -> String {
+        "fp".into()
+    }
+    fn name(&self) -> String {
+        "fp".into()
+    }
+    fn runner(&self) -> Arc<dyn Runner> {
+        self.fake.clone()
+    }
+    fn datasets(&self) -> Vec<String> {
+        self.fake.names()
+    }
+}
 
 /// A fresh pool, or `None` (after a loud message) when ZFS is unavailable and not required.
 pub fn pool(test: &str) -> Option<TestPool> {
@@ -15,10 +86,10 @@ pub fn pool(test: &str) -> Option<TestPool> {
 }
 
 /// Opens a store on the pool's root with a recording runner.
-pub async fn open(pool: &TestPool) -> (ZfsStore, Arc<RecordingRunner>) {
-    let rec = RecordingRunner::new(Arc::new(SystemRunner));
+pub async fn open(pool: &impl Env) -> (ZfsStore, Arc<RecordingRunner>) {
+    let rec = RecordingRunner::new(pool.runner());
     let store = ZfsStore::open(
-        pool.mountpoint().to_string_lossy(),
+        pool.location(),
         ZfsOptions {
             runner: rec.clone(),
             ..ZfsOptions::default()
@@ -30,10 +101,9 @@ pub async fn open(pool: &TestPool) -> (ZfsStore, Arc<RecordingRunner>) {
 }
 
 /// The datasets of the pool that are neither the layout nor in `expected`.
-pub fn leftovers(pool: &TestPool, expected: &[&str]) -> Vec<String> {
+pub fn leftovers(pool: &impl Env, expected: &[&str]) -> Vec<String> {
     let layout = ["", "/state", "/result", "/cache"];
     pool.datasets()
-        .expect("list")
         .into_iter()
         .filter(|d| !layout.iter().any(|l| *d == format!("{}{l}", pool.name())))
         .filter(|d| {
