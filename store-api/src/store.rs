@@ -67,7 +67,11 @@ pub trait Store: Send + Sync {
     ///
     /// The directory holds exactly what the build function left there. Writes through this
     /// path fail, or have no effect on the result (nor on later builds that use it as base).
-    /// The path stays valid until `id` is deleted.
+    /// The path stays valid until `id` is deleted. One documented exception: a backend that can
+    /// expose only a bounded number of results at once (`store-zfs` on zfs-fuse, whose daemon
+    /// mounts at most 1,000 filesystems) may withdraw the path of a result that was not asked
+    /// for recently; calling `result` again makes it valid again. Builders should call `result`
+    /// when they need a path rather than keep paths for long.
     ///
     /// Cheap: builders call it often. `None` for an id whose build failed, was cancelled, is
     /// still running, or was deleted.
