@@ -294,9 +294,14 @@ async fn one_build(store: Arc<dyn Store>, base: Id, i: usize, b: Builder) -> Bui
         }
     });
     let mut fut = Box::pin(fut);
+    let mut rx = rx;
+    // Only a real cancel signal counts: `rx` also resolves (with `Err`) when the build
+    // function is dropped without sending, which happens at the end of every successful or
+    // failing function, while the store may still be committing. That branch is disabled
+    // (the pattern does not match), and the build future alone decides.
     let (result, cancelled) = tokio::select! {
         r = &mut fut => (r, false),
-        _ = rx => (Ok(()), true),
+        Ok(()) = &mut rx => (Ok(()), true),
     };
     drop(fut);
     let started_with = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -461,5 +466,116 @@ async fn check_holders(
 fn stop_message(s: Stop) -> String {
     match s {
         Stop::Fail(m) | Stop::Skip(m) => m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use async_trait::async_trait;
+    use store_api::{BuildFn, BuildFnError, CacheLease, CacheName, DeleteCacheError, User};
+    use store_fake::FakeStore;
+
+    use super::*;
+
+    /// The fake, with a commit that takes a while after the build function returned (as on
+    /// ZFS, where `unmount` + `snapshot` + `mount` follow the function).
+    struct SlowCommit(FakeStore);
+
+    #[async_trait]
+    impl Store for SlowCommit {
+        fn root(&self) -> &Path {
+            self.0.root()
+        }
+        fn state_dir(&self) -> &Path {
+            self.0.state_dir()
+        }
+        async fn build_dyn(
+            &self,
+            base: Option<&Id>,
+            id: &Id,
+            f: BuildFn<'_>,
+        ) -> Result<(), BuildError<BuildFnError>> {
+            let r = self.0.build_dyn(base, id, f).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            r
+        }
+        async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+            self.0.result(id).await
+        }
+        async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+            self.0.log_file(id).await
+        }
+        async fn delete(&self, id: &Id) -> Result<(), StoreError> {
+            self.0.delete(id).await
+        }
+        async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
+            self.0.cache(user, name).await
+        }
+        async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
+            self.0.delete_cache(name).await
+        }
+        async fn complete_deletes(&self) -> Result<(), StoreError> {
+            self.0.complete_deletes().await
+        }
+        async fn df(&self) -> Result<f64, StoreError> {
+            self.0.df().await
+        }
+    }
+
+    async fn slow_store_with_base() -> (tempfile::TempDir, Arc<dyn Store>, Id) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SlowCommit(
+            FakeStore::builder().root(dir.path()).open().expect("fake"),
+        ));
+        let base = id("base");
+        store
+            .build(None, &base, |_| async { Ok::<(), String>(()) })
+            .await
+            .expect("base");
+        (dir, store, base)
+    }
+
+    /// A successful build whose store commits after the function returned is a success, not
+    /// a cancellation (the function's end drops the cancel sender without sending).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_slow_commit_is_not_a_cancellation() {
+        let (_dir, store, base) = slow_store_with_base().await;
+        for (i, ending) in [BuildEnding::Succeed, BuildEnding::Fail]
+            .into_iter()
+            .enumerate()
+        {
+            let b = Builder {
+                ending,
+                delay_ms: 0,
+            };
+            let seen = one_build(Arc::clone(&store), base.clone(), i, b).await;
+            assert!(!seen.cancelled, "{ending:?} was taken for a cancellation");
+            match ending {
+                BuildEnding::Succeed => assert!(seen.result.is_ok(), "{:?}", seen.result),
+                _ => assert!(
+                    matches!(&seen.result, Err(BuildError::Failed(m)) if m == "fail 1"),
+                    "{:?}",
+                    seen.result
+                ),
+            }
+        }
+        let built = store.result(&id("child-0")).await.expect("result");
+        assert!(built.is_some(), "the successful build was recorded");
+    }
+
+    /// A build that really signals cancellation is still dropped and reported cancelled.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_real_cancel_is_still_seen() {
+        let (_dir, store, base) = slow_store_with_base().await;
+        let b = Builder {
+            ending: BuildEnding::Cancel,
+            delay_ms: 0,
+        };
+        let seen = one_build(Arc::clone(&store), base, 0, b).await;
+        assert!(seen.cancelled);
+        let built = store.result(&id("child-0")).await.expect("result");
+        assert!(built.is_none(), "a cancelled build records nothing");
     }
 }
