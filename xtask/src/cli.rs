@@ -44,6 +44,13 @@ pub enum Command {
     /// inside the guest).
     #[command(hide = true)]
     RunSuite(RunSuiteArgs),
+    /// Benchmark the ZFS store against OBuilder's command sequences on a fresh pool, and the
+    /// fake store against a plain copy; prints a table and writes target/bench/report.json.
+    Bench(crate::bench::BenchArgs),
+    /// Run the ZFS benchmark in this environment and write a JSON report (what `bench
+    /// --engine vm` runs inside the guest).
+    #[command(hide = true)]
+    RunBench(crate::bench::RunBenchArgs),
 }
 
 /// Options shared by `conformance` and `run-suite`.

@@ -6,10 +6,13 @@
 //! - `vm build|run|info`: the cached Debian guest with OpenZFS built by zfs-dkms.
 //! - `engines`: which engines this machine has.
 //! - `ci`: every CI step in order (what `.ci/run` calls).
+//! - `bench`: per-operation cost of the ZFS store vs OBuilder's command sequences, and fake
+//!   store throughput.
 //!
 //! Every external command goes through [`runner::Runner`] (argument vectors, logged with
 //! `tracing`; set `RUST_LOG=xtask=debug` to see each one).
 
+mod bench;
 mod cancel;
 mod ci;
 mod cli;
@@ -68,6 +71,8 @@ async fn dispatch(command: Command) -> Result<u8> {
         Command::Vm(cmd) => commands::vm(&runner, &cancel, cmd).await,
         Command::Engines => commands::engines(&runner).await,
         Command::Ci(args) => ci::run(&runner, &cancel, &args).await,
+        Command::Bench(args) => bench::bench(&runner, &cancel, &args).await,
+        Command::RunBench(args) => bench::run_bench(&runner, &cancel, &args).await,
     }
 }
 
