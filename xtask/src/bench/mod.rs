@@ -1,45 +1,335 @@
-//! `cargo xtask bench`: what each store operation costs (wall time and `zfs`/`zpool`
-//! processes), against OBuilder's ZFS store's command sequences on the same pool, and how fast
-//! the fake store builds. Work in progress: the subcommand is registered, the measurements
-//! follow.
+//! `cargo xtask bench`: what each store operation costs, in wall time and in `zfs`/`zpool`
+//! processes, next to OBuilder's ZFS store's command sequences issued through the same runner
+//! on the same fresh pool ([`baseline`]); at 10 and at 2,000 existing results; and how fast the
+//! fake store builds compared with a plain copy ([`fake`]). Prints tables and the verdict on
+//! each target, and writes `target/bench/report.json` ([`report::BenchReport`]).
+//!
+//! `--engine vm` runs the ZFS part inside the OpenZFS guest: the host copies this binary in
+//! and runs the hidden `run-bench` there, which is the same code as a local run on kernel
+//! OpenZFS; its JSON report comes back through the control directory.
 
-use std::path::PathBuf;
+mod baseline;
+mod counting;
+mod fake;
+mod ops;
+mod report;
+mod stats;
+mod subject;
+mod zfs_cmd;
+mod zfs_lane;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
+use self::fake::FakePlan;
+use self::report::BenchReport;
+use self::zfs_lane::{ZfsBench, ZfsPlan};
 use crate::cancel::Cancel;
-use crate::engine::EngineChoice;
-use crate::error::{Result, XtaskError};
-use crate::runner::Runner;
+use crate::cli::VmOptions;
+use crate::engine::{self, EngineChoice};
+use crate::error::{EXIT_OK, Result, XtaskError};
+use crate::pool::{self, PoolDir};
+use crate::runner::{Cmd, Runner};
+use crate::vm::{self, BuildOptions, GUEST_CTL, GuestExit, VmSpec};
+
+/// Options of the ZFS part, shared by `bench` and `run-bench`.
+#[derive(Debug, Clone, Args)]
+pub struct ZfsBenchArgs {
+    /// Fewer samples (10 pairs instead of 30) and 200 instead of 2,000 existing results in
+    /// the second phase (the report says so).
+    #[arg(long)]
+    pub quick: bool,
+    /// Pairs per operation and phase [default: 30, or 10 with --quick].
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<usize>,
+    /// Existing results in the second phase [default: 2000, or 200 with --quick].
+    #[arg(long, value_name = "N")]
+    pub results: Option<usize>,
+    /// Size of the pool's sparse vdev file.
+    #[arg(long, default_value = "2G", value_name = "SIZE")]
+    pub size: String,
+    /// Prefix of the generated pool name [default: $ZSTORE_POOL_PREFIX or "zstore-"].
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
+    #[arg(long, value_name = "DIR")]
+    pub pool_dir: Option<PathBuf>,
+}
+
+impl ZfsBenchArgs {
+    fn plan(&self) -> ZfsPlan {
+        ZfsPlan {
+            iterations: self
+                .iterations
+                .unwrap_or(if self.quick { 10 } else { 30 })
+                .max(1),
+            small: 10,
+            large: self.results.unwrap_or(if self.quick { 200 } else { 2000 }),
+        }
+    }
+}
 
 /// `bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which store to measure: a ZFS engine (auto, kernel, zfs-fuse, vm) or the fake store.
+    /// What to measure: a ZFS engine (auto: kernel OpenZFS if present, else zfs-fuse), vm
+    /// (OpenZFS in the qemu guest), or fake (the fake store only).
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: EngineChoice,
-    /// Fewer samples and 200 instead of 2,000 existing results (the report says so).
+    /// The ZFS part's options.
+    #[command(flatten)]
+    pub zfs: ZfsBenchArgs,
+    /// Skip the fake store's part (it runs on the host with every engine otherwise).
     #[arg(long)]
-    pub quick: bool,
+    pub skip_fake: bool,
+    /// Write the JSON report here [default: <target dir>/bench/report.json].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// VM options (--engine vm).
+    #[command(flatten)]
+    pub vm: VmOptions,
 }
 
 /// `run-bench` options (the guest side of `bench --engine vm`).
 #[derive(Debug, Args)]
 pub struct RunBenchArgs {
+    /// Which local engine (this runs where the ZFS is).
+    #[arg(long, value_enum, default_value = "kernel")]
+    pub engine: EngineChoice,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     pub report: PathBuf,
-    /// Fewer samples and fewer existing results.
-    #[arg(long)]
-    pub quick: bool,
+    /// The ZFS part's options.
+    #[command(flatten)]
+    pub zfs: ZfsBenchArgs,
 }
 
-/// Runs `bench`. Returns the exit status.
-pub async fn bench(_runner: &Runner, _cancel: &Cancel, _args: &BenchArgs) -> Result<u8> {
-    Err(XtaskError::Invalid("bench: not implemented yet".into()))
+fn fake_plan(quick: bool) -> FakePlan {
+    if quick {
+        FakePlan {
+            small_builds: 300,
+            big_builds: 3,
+        }
+    } else {
+        FakePlan {
+            small_builds: 1000,
+            big_builds: 10,
+        }
+    }
 }
 
-/// Runs `run-bench`. Returns the exit status.
-pub async fn run_bench(_runner: &Runner, _cancel: &Cancel, _args: &RunBenchArgs) -> Result<u8> {
-    Err(XtaskError::Invalid("run-bench: not implemented yet".into()))
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs `bench`. Returns the exit status: 0 when the measurements ran (targets that were not
+/// met are reported, not failed).
+pub async fn bench(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<u8> {
+    let started_unix = now_unix();
+    let zfs = match args.engine {
+        EngineChoice::Fake => None,
+        EngineChoice::Vm => Some(vm_zfs(runner, cancel, args).await?),
+        local => Some(local_zfs(runner, cancel, local, &args.zfs).await?),
+    };
+    let fake = if args.skip_fake {
+        None
+    } else {
+        Some(fake::run(fake_plan(args.zfs.quick)).await?)
+    };
+    let report = BenchReport {
+        schema: report::SCHEMA,
+        commit: git_head(runner).await,
+        started_unix,
+        quick: args.zfs.quick,
+        engine: format!("{:?}", args.engine).to_lowercase(),
+        targets: report::targets(zfs.as_ref(), fake.as_ref()),
+        zfs,
+        fake,
+    };
+    report::print(&report);
+    let out = args.out.clone().unwrap_or_else(default_report_path);
+    write_json(&report, &out)?;
+    println!();
+    println!("report: {}", out.display());
+    Ok(EXIT_OK)
+}
+
+/// Runs `run-bench`: the ZFS part on a local engine, JSON report to `--report`.
+pub async fn run_bench(runner: &Runner, cancel: &Cancel, args: &RunBenchArgs) -> Result<u8> {
+    if matches!(args.engine, EngineChoice::Vm | EngineChoice::Fake) {
+        return Err(XtaskError::Invalid(
+            "run-bench needs a local ZFS engine: kernel, zfs-fuse or auto".into(),
+        ));
+    }
+    let started_unix = now_unix();
+    let zfs = local_zfs(runner, cancel, args.engine, &args.zfs).await?;
+    let report = BenchReport {
+        schema: report::SCHEMA,
+        commit: None,
+        started_unix,
+        quick: args.zfs.quick,
+        engine: format!("{:?}", args.engine).to_lowercase(),
+        targets: report::targets(Some(&zfs), None),
+        zfs: Some(zfs),
+        fake: None,
+    };
+    report::print(&report);
+    write_json(&report, &args.report)?;
+    Ok(EXIT_OK)
+}
+
+/// Prepares the engine and a fresh pool, runs the ZFS part, destroys the pool.
+async fn local_zfs(
+    runner: &Runner,
+    cancel: &Cancel,
+    choice: EngineChoice,
+    z: &ZfsBenchArgs,
+) -> Result<ZfsBench> {
+    let engine = engine::prepare_local(runner, choice).await?;
+    eprintln!("xtask: bench: engine: {}", engine.describe());
+    let dir = PoolDir::resolve(z.pool_dir.as_deref());
+    let size = pool::parse_size(&z.size)?;
+    let name = pool::fresh_name(runner, &dir, &pool::prefix(z.prefix.as_deref())).await?;
+    let record = pool::create(runner, &dir, &name, size, &engine.kind().to_string()).await?;
+    eprintln!(
+        "xtask: bench: pool {name} mounted at {}",
+        record.mountpoint.display()
+    );
+    let measured = zfs_lane::run(
+        name.as_str(),
+        &record.mountpoint,
+        engine.kind(),
+        z.plan(),
+        cancel,
+    )
+    .await;
+    let destroyed = pool::destroy(runner, &dir, &name).await;
+    let finished = engine.finish(false).await;
+    let measured = measured?;
+    destroyed?;
+    finished?;
+    Ok(measured)
+}
+
+/// Runs the ZFS part in the OpenZFS guest and returns the guest's figures.
+async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<ZfsBench> {
+    let z = &args.zfs;
+    pool::parse_size(&z.size)?;
+    let image = vm::image::ensure(
+        runner,
+        cancel,
+        BuildOptions {
+            rebuild: args.vm.rebuild_image,
+            no_module_cache: false,
+        },
+    )
+    .await?;
+    let exe = std::env::current_exe()
+        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?;
+    let ctl = PathBuf::from(GUEST_CTL);
+    let mut argv: Vec<OsString> = vec![
+        ctl.join("xtask").into(),
+        "run-bench".into(),
+        "--engine".into(),
+        "kernel".into(),
+        "--report".into(),
+        ctl.join("report.json").into(),
+        "--size".into(),
+        z.size.clone().into(),
+        "--prefix".into(),
+        pool::prefix(z.prefix.as_deref()).into(),
+    ];
+    if z.quick {
+        argv.push("--quick".into());
+    }
+    if let Some(n) = z.iterations {
+        argv.extend(["--iterations".into(), n.to_string().into()]);
+    }
+    if let Some(n) = z.results {
+        argv.extend(["--results".into(), n.to_string().into()]);
+    }
+    let mut spec = VmSpec::new(argv);
+    spec.files.push((exe, "xtask".into()));
+    spec.fetch.push("report.json".into());
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        spec.env.push(("RUST_LOG".into(), filter));
+    }
+    spec.mem_mib = args.vm.vm_mem;
+    if let Some(c) = args.vm.vm_cpus {
+        spec.cpus = c;
+    }
+    spec.timeout = Duration::from_secs(args.vm.vm_timeout);
+    spec.boot_timeout = Duration::from_secs(args.vm.vm_boot_timeout);
+    spec.verbose = args.vm.vm_verbose;
+    eprintln!(
+        "xtask: bench: booting the OpenZFS guest (kernel {}, zfs {}; qemu TCG: absolute times \
+         are emulated, compare ratios)",
+        image.manifest.kernel, image.manifest.zfs
+    );
+    let outcome = vm::run::run(runner, cancel, &image, &spec).await?;
+    let guest: Option<BenchReport> = outcome
+        .fetched
+        .get("report.json")
+        .and_then(|b| serde_json::from_slice(b).ok());
+    match (outcome.exit, guest.and_then(|r| r.zfs)) {
+        (GuestExit::Exited(0), Some(mut z)) => {
+            z.engine = format!(
+                "vm: {} in qemu TCG (guest kernel {})",
+                z.engine, image.manifest.kernel
+            );
+            z.notes.push(
+                "measured inside a qemu TCG guest: every instruction is emulated, so absolute \
+                 times are far above real hardware; the ratios are what carries over"
+                    .into(),
+            );
+            Ok(z)
+        }
+        (GuestExit::Exited(code), _) => Err(XtaskError::VmFailed(format!(
+            "run-bench in the guest exited with {code} (see its output above)"
+        ))),
+        (other, _) => Err(XtaskError::VmFailed(format!("{other:?}"))),
+    }
+}
+
+/// `<target dir>/bench/report.json`: `$CARGO_TARGET_DIR` or the workspace's `target`.
+fn default_report_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("target")
+        });
+    target.join("bench").join("report.json")
+}
+
+fn write_json(report: &BenchReport, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| XtaskError::io("creating", dir, e))?;
+    }
+    let text = serde_json::to_vec_pretty(report)
+        .map_err(|e| XtaskError::Invalid(format!("encoding the report: {e}")))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| XtaskError::io("writing the report", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| XtaskError::io("writing the report", path, e))
+}
+
+async fn git_head(runner: &Runner) -> Option<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let out = runner
+        .output(
+            &Cmd::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(["rev-parse", "HEAD"]),
+        )
+        .await
+        .ok()?;
+    out.success().then(|| out.stdout.trim().to_owned())
 }

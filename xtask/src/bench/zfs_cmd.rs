@@ -1,0 +1,118 @@
+//! Running single `zfs` commands for the benchmark (the baseline's commands and the set-up),
+//! through the same counting [`store_zfs::Runner`] as the store under test.
+
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use store_zfs::{Cmd, CmdOutput, FIRST_BACKOFF, Runner, TOTAL_BACKOFF, is_transient_busy};
+
+use crate::error::{Result, XtaskError};
+
+/// A thin `zfs` front end over a runner.
+#[derive(Clone)]
+pub struct Zfs {
+    runner: Arc<dyn Runner>,
+}
+
+impl Zfs {
+    /// Commands go through `runner`.
+    pub fn new(runner: Arc<dyn Runner>) -> Self {
+        Self { runner }
+    }
+
+    /// Runs `zfs ARGS` and returns how it ended (a non-zero exit is not an error here).
+    pub async fn output(&self, args: &[&str]) -> Result<CmdOutput> {
+        let cmd = Cmd::zfs(args.iter().copied());
+        tracing::debug!(%cmd, "bench zfs");
+        self.runner
+            .run(&cmd)
+            .await
+            .map_err(|e| XtaskError::Invalid(format!("`{cmd}`: {e}")))
+    }
+
+    /// Runs `zfs ARGS`; a non-zero exit is an error keeping argv, status and stderr.
+    pub async fn check(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(args).await?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(failed(args, &out))
+        }
+    }
+
+    /// Like [`check`](Self::check), repeating the command while it fails with "dataset is
+    /// busy" (zfs-fuse releases a dataset a few milliseconds after `umount` returns): the
+    /// store's own policy, 10 ms doubling, about 5 s in all.
+    pub async fn check_retry_busy(&self, args: &[&str]) -> Result<String> {
+        let mut delay = FIRST_BACKOFF;
+        let mut waited = Duration::ZERO;
+        loop {
+            let out = self.output(args).await?;
+            if out.success() {
+                return Ok(out.stdout);
+            }
+            if !is_transient_busy(&out.stderr) || waited >= TOTAL_BACKOFF {
+                return Err(failed(args, &out));
+            }
+            tokio::time::sleep(delay).await;
+            waited += delay;
+            delay *= 2;
+        }
+    }
+
+    /// Whether `ds` is in the kernel's mount table (reading it starts no process).
+    pub async fn is_mounted(&self, ds: &str) -> Result<bool> {
+        let table = self
+            .runner
+            .mount_table()
+            .await
+            .map_err(|e| XtaskError::io("reading the mount table", "/proc/mounts", e))?;
+        Ok(table.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next().is_some_and(|src| unescape_octal(src) == ds)
+                && f.nth(1).is_some_and(|t| t == "fuse.zfs" || t == "zfs")
+        }))
+    }
+}
+
+/// `/proc/mounts` writes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The error for a command that exited unsuccessfully.
+pub fn failed(args: &[&str], out: &CmdOutput) -> XtaskError {
+    XtaskError::CommandFailed {
+        argv: format!("zfs {}", args.join(" ")),
+        status: std::process::ExitStatus::from_raw(out.status.unwrap_or(255) << 8),
+        stderr: out.stderr.trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_names_are_unescaped() {
+        assert_eq!(unescape_octal(r"p/a\040b"), "p/a b");
+        assert_eq!(unescape_octal("p/plain"), "p/plain");
+        assert_eq!(unescape_octal(r"p\\"), r"p\\");
+    }
+}
