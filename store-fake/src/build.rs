@@ -11,12 +11,10 @@
 //! directory synchronously and frees the id, so nothing is recorded and the same id can be
 //! built again from scratch.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use store_api::{BuildError, BuildFn, BuildFnError, BuildFnOutcome, Id, StoreError, run_build_fn};
 
-use crate::copy::copy_tree;
 use crate::fake_store::Inner;
 use crate::layout::io_err;
 use crate::state::ResultEntry;
@@ -32,7 +30,9 @@ impl Inner {
         let guard = BuildGuard::reserve(self, id)?;
         match base {
             Some(base) => self.clone_base(base, &guard.dir).await?,
-            None => fs::create_dir(&guard.dir)
+            None => self
+                .fs
+                .create_dir(&guard.dir)
                 .map_err(io_err("creating build directory", &guard.dir))?,
         }
         tracing::debug!(%id, base = ?base.map(Id::as_str), "running build function");
@@ -63,7 +63,7 @@ impl Inner {
         if !*alive {
             return Err(missing());
         }
-        copy_tree(&self.layout.master(base), dir)
+        self.fs.copy_tree(&self.layout.master(base), dir)
     }
 }
 
@@ -110,14 +110,14 @@ impl<'a> BuildGuard<'a> {
         }
         let layout = &self.inner.layout;
         let master_tmp = layout.scratch("tmp");
-        if let Err(e) = copy_tree(&self.dir, &master_tmp) {
+        if let Err(e) = self.inner.fs.copy_tree(&self.dir, &master_tmp) {
             self.inner.dispose(&master_tmp);
             return Err(e);
         }
         let exposed = layout.result(&self.id);
         // Normally absent; left only by a delete that could not move it away.
         self.inner.dispose(&exposed);
-        if let Err(e) = fs::rename(&self.dir, &exposed) {
+        if let Err(e) = self.inner.fs.rename(&self.dir, &exposed) {
             self.inner.dispose(&master_tmp);
             return Err(StoreError::io(
                 "committing the build (renaming it to)",
@@ -126,7 +126,7 @@ impl<'a> BuildGuard<'a> {
             ));
         }
         let master = layout.master(&self.id);
-        if let Err(e) = fs::rename(&master_tmp, &master) {
+        if let Err(e) = self.inner.fs.rename(&master_tmp, &master) {
             self.inner.dispose(&master_tmp);
             self.inner.dispose(&exposed);
             return Err(StoreError::io(

@@ -6,8 +6,6 @@
 //! under that cache's async lock; the work itself is synchronous and never spans an
 //! `.await`, so a dropped operation has done all of its work or none.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,11 +15,11 @@ use store_api::{
     CacheCopy, CacheLease, CacheName, DeleteCacheError, ReleaseOutcome, StoreError, User,
 };
 
-use crate::copy::copy_tree;
+use crate::defects::CrashDefect;
 use crate::fake_store::Inner;
 use crate::layout::{io_err, owner_file, version_dir};
 use crate::options::BusyPolicy;
-use crate::owner::{Given, give_to};
+use crate::owner::Given;
 use crate::state::CacheRecord;
 
 impl Inner {
@@ -44,11 +42,17 @@ impl Inner {
         };
         let copy = self.layout.scratch("cache-tmp");
         let latest = version_dir(&self.layout.cache(name), record.version);
-        if let Err(e) = copy_tree(&latest, &copy) {
+        let leaky = self.defect == Some(CrashDefect::AcquireLeaksCountOnFailure);
+        if leaky {
+            record.live.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Err(e) = self.fs.copy_tree(&latest, &copy) {
             self.dispose(&copy);
             return Err(e);
         }
-        record.live.fetch_add(1, Ordering::SeqCst);
+        if !leaky {
+            record.live.fetch_add(1, Ordering::SeqCst);
+        }
         tracing::debug!(cache = %name, version = record.version, path = %copy.display(), "leased cache copy");
         let backend = FakeCacheCopy {
             inner: Arc::clone(self),
@@ -68,20 +72,32 @@ impl Inner {
     fn create_cache(&self, user: User, name: &CacheName) -> Result<CacheRecord, StoreError> {
         let tmp = self.layout.scratch("tmp");
         let made = (|| {
-            fs::create_dir(&tmp).map_err(io_err("creating cache", &tmp))?;
+            self.fs
+                .create_dir(&tmp)
+                .map_err(io_err("creating cache", &tmp))?;
             let owner_path = owner_file(&tmp);
-            fs::write(&owner_path, user.to_string()).map_err(io_err("writing", &owner_path))?;
+            self.fs
+                .write(&owner_path, &user.to_string())
+                .map_err(io_err("writing", &owner_path))?;
             let v0 = version_dir(&tmp, 0);
-            fs::create_dir(&v0).map_err(io_err("creating cache", &v0))?;
-            fs::set_permissions(&v0, fs::Permissions::from_mode(0o755))
+            self.fs
+                .create_dir(&v0)
+                .map_err(io_err("creating cache", &v0))?;
+            self.fs
+                .set_mode(&v0, 0o755)
                 .map_err(io_err("setting the mode of", &v0))?;
-            if give_to(&v0, user).map_err(io_err("changing the owner of", &v0))?
+            if self
+                .fs
+                .give_to(&v0, user)
+                .map_err(io_err("changing the owner of", &v0))?
                 == Given::NotPermitted
             {
                 tracing::debug!(cache = %name, %user, "not root: new cache stays owned by the process");
             }
             let dir = self.layout.cache(name);
-            fs::rename(&tmp, &dir).map_err(io_err("creating cache", &dir))
+            self.fs
+                .rename(&tmp, &dir)
+                .map_err(io_err("creating cache", &dir))
         })();
         if let Err(e) = made {
             self.dispose(&tmp);
@@ -118,14 +134,22 @@ impl Inner {
         }
         let dir = self.layout.cache(name);
         let next = version_dir(&dir, ticket.version + 1);
-        if let Err(e) = fs::rename(path, &next) {
+        let old = version_dir(&dir, ticket.version);
+        let old_first = self.defect == Some(CrashDefect::ReleaseRemovesOldVersionFirst);
+        if old_first {
+            // The deliberate bug: the old version is gone before the new one is in place.
+            self.dispose(&old);
+        }
+        if let Err(e) = self.fs.rename(path, &next) {
             self.dispose(path);
             return Err(StoreError::io("publishing cache copy as", &next, e));
         }
         if let Some(record) = self.state().caches.get_mut(name) {
             record.version = ticket.version + 1;
         }
-        self.dispose(&version_dir(&dir, ticket.version));
+        if !old_first {
+            self.dispose(&old);
+        }
         tracing::debug!(cache = %name, version = ticket.version + 1, "published cache copy");
         Ok(ReleaseOutcome::Published)
     }
@@ -149,7 +173,8 @@ impl Inner {
         }
         let dir = self.layout.cache(name);
         let trash = self.layout.scratch("trash");
-        fs::rename(&dir, &trash)
+        self.fs
+            .rename(&dir, &trash)
             .map_err(|e| StoreError::io("deleting cache (moving to trash)", &dir, e))?;
         self.state().caches.remove(name);
         self.dispose(&trash);

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use store_api::{CacheName, Id, StoreError, User};
 
+use crate::defects::CrashDefect;
 use crate::layout::Layout;
 use crate::options::{BusyPolicy, FakeStoreBuilder};
 use crate::remove::remove_tree;
 use crate::state::State;
+use crate::steps::{Fs, StepHook};
 
 /// A fake [`Store`](store_api::Store) on plain directories, for builders' tests.
 ///
@@ -44,6 +46,10 @@ pub struct FakeStore {
 pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) busy_policy: BusyPolicy,
+    /// Every filesystem change goes through it (and its optional fault hook).
+    pub(crate) fs: Fs,
+    /// A deliberate crash bug (feature `test-defects`), `None` normally.
+    pub(crate) defect: Option<CrashDefect>,
     state: Mutex<State>,
     fail_builds: AtomicUsize,
     pub(crate) delete_cache_busy: AtomicBool,
@@ -107,6 +113,8 @@ impl FakeStore {
     pub(crate) fn open_with(
         root: Option<PathBuf>,
         busy_policy: BusyPolicy,
+        hook: Option<Arc<dyn StepHook>>,
+        defect: Option<CrashDefect>,
     ) -> Result<FakeStore, StoreError> {
         let (root, temp_root) = match root {
             Some(root) => (root, None),
@@ -115,12 +123,15 @@ impl FakeStore {
                 (temp.0.clone(), Some(temp))
             }
         };
-        let opened = crate::open::open_root(&root)?;
+        let fs = Fs::new(hook);
+        let opened = crate::open::open_root(&root, &fs, defect)?;
         let next_incarnation = opened.state.caches.len() as u64;
         Ok(FakeStore {
             inner: Arc::new(Inner {
                 layout: opened.layout,
                 busy_policy,
+                fs,
+                defect,
                 state: Mutex::new(opened.state),
                 fail_builds: AtomicUsize::new(0),
                 delete_cache_busy: AtomicBool::new(false),
@@ -218,8 +229,12 @@ impl Inner {
     /// [`complete_deletes`](store_api::Store::complete_deletes) and, at the latest, the next
     /// open. Never fails and never panics: it runs in `Drop`.
     pub(crate) fn dispose(&self, path: &Path) {
+        // Nothing to do is no step (a step hook counts only real changes).
+        if fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            return;
+        }
         let trash = self.layout.scratch("trash");
-        let doomed = match fs::rename(path, &trash) {
+        let doomed = match self.fs.rename(path, &trash) {
             Ok(()) => trash,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
@@ -227,7 +242,7 @@ impl Inner {
                 path.to_owned()
             }
         };
-        if let Err(e) = remove_tree(&doomed) {
+        if let Err(e) = self.fs.remove(&doomed) {
             tracing::warn!(path = %doomed.display(), error = %e, "could not remove; will retry");
             self.state().pending_removal.push(doomed);
         }
@@ -238,7 +253,7 @@ impl Inner {
         let pending = std::mem::take(&mut self.state().pending_removal);
         let mut first_error = None;
         for path in pending {
-            if let Err(e) = remove_tree(&path) {
+            if let Err(e) = self.fs.remove(&path) {
                 if first_error.is_none() {
                     first_error = Some(StoreError::io("removing deleted data at", &path, e));
                 }

@@ -50,7 +50,9 @@
 //!   from many tasks on a multi-threaded runtime;
 //! - offers inspection ([`FakeStore::results`], [`FakeStore::caches`],
 //!   [`FakeStore::live_cache_copies`], [`FakeStore::builds_in_progress`]) and fault
-//!   injection ([`FakeStore::fail_next_builds`], [`FakeStore::set_delete_cache_busy`]).
+//!   injection ([`FakeStore::fail_next_builds`], [`FakeStore::set_delete_cache_busy`], and a
+//!   [`StepHook`] called before every change on disk, which can fail any step or stop all of
+//!   them from some point on, as a crash would).
 //!
 //! # How results stay immutable
 //!
@@ -90,6 +92,7 @@
 mod build;
 mod cache;
 mod copy;
+mod defects;
 mod df;
 mod escape;
 mod fake_store;
@@ -100,7 +103,11 @@ mod owner;
 mod remove;
 mod results;
 mod state;
+mod steps;
 mod store_impl;
 
+#[cfg(feature = "test-defects")]
+pub use defects::CrashDefect;
 pub use fake_store::{CacheInfo, FakeStore};
 pub use options::{BusyPolicy, FakeStoreBuilder};
+pub use steps::{Step, StepHook, StepKind};

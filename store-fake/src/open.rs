@@ -10,7 +10,7 @@
 //!   was interrupted right after a publish, and is removed.
 //! - everything in the scratch directories is uncommitted, and is removed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,11 +19,11 @@ use std::sync::atomic::AtomicUsize;
 use rustix::fs::FlockOperation;
 use store_api::{Id, StoreError, User};
 
-use crate::copy::copy_tree;
+use crate::defects::CrashDefect;
 use crate::escape::unescape_cache_name;
 use crate::layout::{ALL_DIRS, Layout, MARKER_NAME, SCRATCH_DIRS, io_err, owner_file, version_dir};
-use crate::remove::remove_tree;
 use crate::state::{CacheRecord, ResultEntry, State};
+use crate::steps::Fs;
 
 /// An open root.
 pub(crate) struct Opened {
@@ -33,22 +33,30 @@ pub(crate) struct Opened {
 }
 
 /// Opens the store under `root`, creating it on first use.
-pub(crate) fn open_root(root: &Path) -> Result<Opened, StoreError> {
-    fs::create_dir_all(root).map_err(io_err("creating the store root", root))?;
-    let root = fs::canonicalize(root).map_err(io_err("resolving the store root", root))?;
+pub(crate) fn open_root(
+    root: &Path,
+    disk: &Fs,
+    defect: Option<CrashDefect>,
+) -> Result<Opened, StoreError> {
+    disk.create_dir_all(root)
+        .map_err(io_err("creating the store root", root))?;
+    let root = std::fs::canonicalize(root).map_err(io_err("resolving the store root", root))?;
     let layout = Layout::new(root);
-    check_marker(&layout)?;
-    let lock = lock_root(&layout)?;
+    check_marker(&layout, disk)?;
+    let lock = lock_root(&layout, disk)?;
     for dir in ALL_DIRS {
         let path = layout.dir(dir);
-        fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
+        disk.create_dir_all(&path)
+            .map_err(io_err("creating", &path))?;
     }
-    for dir in SCRATCH_DIRS {
-        empty_dir(&layout.dir(dir))?;
+    if defect != Some(CrashDefect::OpenKeepsScratch) {
+        for dir in SCRATCH_DIRS {
+            empty_dir(&layout.dir(dir), disk)?;
+        }
     }
     let mut state = State::default();
-    load_results(&layout, &mut state)?;
-    load_caches(&layout, &mut state)?;
+    load_results(&layout, disk, &mut state)?;
+    load_caches(&layout, disk, &mut state)?;
     tracing::debug!(
         root = %layout.root().display(),
         results = state.results.len(),
@@ -67,7 +75,7 @@ const MARKER: &str = "zstore store-fake layout 1\n";
 
 /// Refuses a root that is neither empty nor marked as a fake store, so that opening the wrong
 /// directory never empties its `tmp/` or `trash/`; marks an empty one.
-fn check_marker(layout: &Layout) -> Result<(), StoreError> {
+fn check_marker(layout: &Layout, disk: &Fs) -> Result<(), StoreError> {
     let path = layout.marker_file();
     match fs::read_to_string(&path) {
         Ok(text) if text == MARKER => Ok(()),
@@ -86,19 +94,16 @@ fn check_marker(layout: &Layout) -> Result<(), StoreError> {
                     MARKER_NAME
                 )));
             }
-            fs::write(&path, MARKER).map_err(io_err("writing", &path))
+            disk.write(&path, MARKER).map_err(io_err("writing", &path))
         }
         Err(e) => Err(StoreError::io("reading", &path, e)),
     }
 }
 
-fn lock_root(layout: &Layout) -> Result<File, StoreError> {
+fn lock_root(layout: &Layout, disk: &Fs) -> Result<File, StoreError> {
     let path = layout.lock_file();
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = disk
+        .open_lock(&path)
         .map_err(io_err("opening the lock file", &path))?;
     match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
@@ -112,21 +117,17 @@ fn lock_root(layout: &Layout) -> Result<File, StoreError> {
 }
 
 /// Removes everything inside `dir`.
-fn empty_dir(dir: &Path) -> Result<(), StoreError> {
+fn empty_dir(dir: &Path, disk: &Fs) -> Result<(), StoreError> {
     for entry in read_dir(dir)? {
-        let (path, is_dir) = entry?;
-        let removed = if is_dir {
-            remove_tree(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.map_err(io_err("removing leftover", &path))?;
+        let (path, _) = entry?;
+        disk.remove(&path)
+            .map_err(io_err("removing leftover", &path))?;
         tracing::debug!(path = %path.display(), "reclaimed leftover");
     }
     Ok(())
 }
 
-fn load_results(layout: &Layout, state: &mut State) -> Result<(), StoreError> {
+fn load_results(layout: &Layout, disk: &Fs, state: &mut State) -> Result<(), StoreError> {
     let masters = layout.dir("master");
     for entry in read_dir(&masters)? {
         let (path, is_dir) = entry?;
@@ -138,33 +139,31 @@ fn load_results(layout: &Layout, state: &mut State) -> Result<(), StoreError> {
         if !exposed.is_dir() {
             // The commit renamed the build into place but the readable copy is gone (or a
             // person removed it): make it again from the master.
-            remove_tree(&exposed).map_err(io_err("removing", &exposed))?;
+            disk.remove(&exposed)
+                .map_err(io_err("removing", &exposed))?;
             let tmp = layout.scratch("tmp");
-            copy_tree(&path, &tmp)?;
-            fs::rename(&tmp, &exposed).map_err(io_err("restoring", &exposed))?;
+            disk.copy_tree(&path, &tmp)?;
+            disk.rename(&tmp, &exposed)
+                .map_err(io_err("restoring", &exposed))?;
         }
         state.results.insert(id, ResultEntry::new());
     }
     let exposed_dir = layout.dir("result");
     for entry in read_dir(&exposed_dir)? {
-        let (path, is_dir) = entry?;
+        let (path, _) = entry?;
         let committed = file_name(&path)
             .and_then(|name| Id::new(name).ok())
             .is_some_and(|id| state.results.contains_key(&id));
         if !committed {
             // An interrupted commit or delete.
-            let removed = if is_dir {
-                remove_tree(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            removed.map_err(io_err("removing uncommitted result", &path))?;
+            disk.remove(&path)
+                .map_err(io_err("removing uncommitted result", &path))?;
         }
     }
     Ok(())
 }
 
-fn load_caches(layout: &Layout, state: &mut State) -> Result<(), StoreError> {
+fn load_caches(layout: &Layout, disk: &Fs, state: &mut State) -> Result<(), StoreError> {
     let caches = layout.dir("caches");
     for entry in read_dir(&caches)? {
         let (path, is_dir) = entry?;
@@ -205,7 +204,8 @@ fn load_caches(layout: &Layout, state: &mut State) -> Result<(), StoreError> {
         for &old in &versions[..versions.len() - 1] {
             // An old version whose removal was interrupted right after a publish.
             let old_path = version_dir(&path, old);
-            remove_tree(&old_path).map_err(io_err("removing old cache version", &old_path))?;
+            disk.remove(&old_path)
+                .map_err(io_err("removing old cache version", &old_path))?;
         }
         let incarnation = state.caches.len() as u64;
         state.caches.insert(

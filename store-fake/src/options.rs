@@ -1,10 +1,14 @@
 //! [`FakeStoreBuilder`] and [`BusyPolicy`]: how a [`FakeStore`] is opened.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use store_api::StoreError;
 
 use crate::FakeStore;
+use crate::defects::CrashDefect;
+use crate::steps::StepHook;
 
 /// What [`Store::delete_cache`](store_api::Store::delete_cache) does while copies of the cache
 /// are out. The contract allows both; pick the one your backend of choice has, or test your
@@ -29,11 +33,24 @@ pub enum BusyPolicy {
 /// let store = FakeStore::builder().busy_policy(BusyPolicy::DeleteWins).open()?;
 /// # Ok::<(), store_api::StoreError>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[must_use = "a builder does nothing until `open` is called"]
 pub struct FakeStoreBuilder {
     root: Option<PathBuf>,
     busy_policy: BusyPolicy,
+    step_hook: Option<Arc<dyn StepHook>>,
+    defect: Option<CrashDefect>,
+}
+
+impl fmt::Debug for FakeStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeStoreBuilder")
+            .field("root", &self.root)
+            .field("busy_policy", &self.busy_policy)
+            .field("step_hook", &self.step_hook.as_ref().map(|_| "StepHook"))
+            .field("defect", &self.defect)
+            .finish()
+    }
 }
 
 impl FakeStoreBuilder {
@@ -51,12 +68,27 @@ impl FakeStoreBuilder {
         self
     }
 
+    /// Calls `hook` before every change the store makes on disk, opening included (see
+    /// [`StepHook`]): a fault-injection point for crash-safety tests.
+    pub fn step_hook(mut self, hook: Arc<dyn StepHook>) -> Self {
+        self.step_hook = Some(hook);
+        self
+    }
+
+    /// Opens the store with a deliberate crash-safety bug, to check that a test catches it.
+    /// Only with the `test-defects` feature; never use it for anything else.
+    #[cfg(feature = "test-defects")]
+    pub fn crash_defect(mut self, defect: CrashDefect) -> Self {
+        self.defect = Some(defect);
+        self
+    }
+
     /// Opens the store.
     ///
     /// # Errors
     /// A [`StoreError`] if the root cannot be created or read, is already open (in this or
     /// another process), or holds something the fake did not put there.
     pub fn open(self) -> Result<FakeStore, StoreError> {
-        FakeStore::open_with(self.root, self.busy_policy)
+        FakeStore::open_with(self.root, self.busy_policy, self.step_hook, self.defect)
     }
 }

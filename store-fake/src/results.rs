@@ -1,6 +1,5 @@
 //! Looking up and deleting results.
 
-use std::fs;
 use std::path::PathBuf;
 
 use store_api::{Id, StoreError};
@@ -44,7 +43,8 @@ impl Inner {
         // No `.await` from here on: a dropped delete either did nothing or all of it.
         let master = self.layout.master(id);
         let master_trash = self.layout.scratch("trash");
-        fs::rename(&master, &master_trash)
+        self.fs
+            .rename(&master, &master_trash)
             .map_err(|e| StoreError::io("deleting (moving to trash)", &master, e))?;
         *alive = false;
         // The uncommit is done (see `open`); what follows only frees the names and space.
