@@ -121,6 +121,14 @@ fn fake_plan(quick: bool) -> FakePlan {
     }
 }
 
+fn build_profile() -> String {
+    if cfg!(debug_assertions) {
+        "debug".into()
+    } else {
+        "release".into()
+    }
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -146,6 +154,7 @@ pub async fn bench(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result
         commit: git_head(runner).await,
         started_unix,
         quick: args.zfs.quick,
+        build_profile: build_profile(),
         engine: format!("{:?}", args.engine).to_lowercase(),
         targets: report::targets(zfs.as_ref(), fake.as_ref()),
         zfs,
@@ -173,6 +182,7 @@ pub async fn run_bench(runner: &Runner, cancel: &Cancel, args: &RunBenchArgs) ->
         commit: None,
         started_unix,
         quick: args.zfs.quick,
+        build_profile: build_profile(),
         engine: format!("{:?}", args.engine).to_lowercase(),
         targets: report::targets(Some(&zfs), None),
         zfs: Some(zfs),

@@ -22,6 +22,8 @@ pub struct BenchReport {
     pub started_unix: u64,
     /// `--quick`: fewer samples and fewer existing results.
     pub quick: bool,
+    /// `release` or `debug`: how xtask (and the stores linked into it) was compiled.
+    pub build_profile: String,
     /// The engine asked for.
     pub engine: String,
     /// The ZFS part (absent for `--engine fake`).
@@ -179,6 +181,13 @@ fn opt_ratio(r: Option<f64>) -> String {
 
 /// Prints every table and the targets on stdout.
 pub fn print(report: &BenchReport) {
+    if report.build_profile != "release" {
+        println!(
+            "note: xtask was built in {} mode; for figures to compare, run \
+             `cargo run --release -p xtask -- bench ...`",
+            report.build_profile
+        );
+    }
     if let Some(z) = &report.zfs {
         println!();
         println!(
@@ -207,7 +216,10 @@ pub fn print(report: &BenchReport) {
     }
     if let Some(f) = &report.fake {
         println!();
-        println!("Fake store: builds from a base vs a plain recursive copy of the base");
+        println!(
+            "Fake store: builds from a base vs a plain recursive copy of the base{}",
+            if report.quick { " (--quick)" } else { "" }
+        );
         println!(
             "{:<34} {:>7} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8}",
             "file system",
