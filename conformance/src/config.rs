@@ -25,6 +25,10 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// | `ZSTORE_CONFORMANCE_ARTIFACTS` | [`artifacts_dir`](Config::artifacts_dir) |
 /// | `ZSTORE_CONFORMANCE_ONLY` | [`only`](Config::only) (comma-separated check names) |
 /// | `ZSTORE_CONFORMANCE_QUICK_CHECKS` | [`full_check_each_step`](Config::full_check_each_step) `= false` when set to `1` |
+/// | `ZSTORE_CONFORMANCE_FAULT_DEPTH` | [`fault_depth`](Config::fault_depth) (`all` for every step) |
+/// | `ZSTORE_CONFORMANCE_FAULT_BUDGET_SECS` | [`fault_budget`](Config::fault_budget) (`0` for no limit) |
+/// | `ZSTORE_CONFORMANCE_LOAD_BUILDS` | [`load_builds`](Config::load_builds) |
+/// | `ZSTORE_CONFORMANCE_LOAD_JOBS` | [`load_jobs`](Config::load_jobs) |
 #[derive(Clone)]
 pub struct Config {
     /// How many random operation sequences to run.
@@ -56,6 +60,20 @@ pub struct Config {
     pub full_check_each_step: bool,
     /// Called for every progress event (tracing events are emitted as well).
     pub progress: Option<ProgressFn>,
+    /// The `fault_sweep` check injects at most this many fault positions per operation and
+    /// per kind of fault (failed step, stop), spread over the operation's steps (the first
+    /// and the last always among them); `None` sweeps every step.
+    pub fault_depth: Option<usize>,
+    /// The `fault_sweep` check starts no new fault case after this much time (every
+    /// operation is first probed and tried at its first and last step; the rest is tried in
+    /// an order that spreads over every operation's steps). `None`: no limit. The report says
+    /// how many faults were tried out of how many.
+    pub fault_budget: Option<Duration>,
+    /// How many builds the `load` check runs (chains of 4 levels from one base).
+    pub load_builds: usize,
+    /// How many chains the `load` check builds at once; every build holds a copy of one
+    /// shared cache while it runs, so this is also the number of concurrent holders.
+    pub load_jobs: usize,
 }
 
 impl Default for Config {
@@ -72,6 +90,10 @@ impl Default for Config {
             check_ownership: None,
             full_check_each_step: true,
             progress: None,
+            fault_depth: None,
+            fault_budget: Some(Duration::from_secs(180)),
+            load_builds: 200,
+            load_jobs: 10,
         }
     }
 }
@@ -131,6 +153,24 @@ impl Config {
                     .collect(),
             );
         }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_FAULT_DEPTH") {
+            self.fault_depth = match v.trim() {
+                "all" => None,
+                n => Some(number("ZSTORE_CONFORMANCE_FAULT_DEPTH", n)?),
+            };
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_FAULT_BUDGET_SECS") {
+            self.fault_budget = match number("ZSTORE_CONFORMANCE_FAULT_BUDGET_SECS", &v)? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            };
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_LOAD_BUILDS") {
+            self.load_builds = number("ZSTORE_CONFORMANCE_LOAD_BUILDS", &v)?;
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_LOAD_JOBS") {
+            self.load_jobs = number("ZSTORE_CONFORMANCE_LOAD_JOBS", &v)?;
+        }
         if let Some(v) = var("ZSTORE_CONFORMANCE_QUICK_CHECKS") {
             self.full_check_each_step = match v.as_str() {
                 "1" | "true" => false,
@@ -181,6 +221,10 @@ impl fmt::Debug for Config {
             .field("check_ownership", &self.check_ownership)
             .field("full_check_each_step", &self.full_check_each_step)
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
+            .field("fault_depth", &self.fault_depth)
+            .field("fault_budget", &self.fault_budget)
+            .field("load_builds", &self.load_builds)
+            .field("load_jobs", &self.load_jobs)
             .finish()
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use store_api::Store;
 
+use crate::fault_plan::FaultPlan;
 use crate::model::BusyRule;
 
 /// The error a factory returns: anything, boxed. It is shown in the report as is.
@@ -34,8 +35,11 @@ pub struct Capabilities {
     /// the backend promises it never returns `Busy`: it deletes the cache and discards every
     /// copy that was out when it is released ("delete wins, late release discarded").
     pub may_return_busy: bool,
-    /// [`StoreFactory::open_with_faults`] works. Reserved for the crash-safety checks (a store
-    /// whose external-command runner fails at step N); no check uses it yet.
+    /// [`StoreFactory::open_with_faults`] works (and so does
+    /// [`reopen`](StoreFactory::reopen)). Enables the `fault_sweep` check: for every step of
+    /// every operation the suite makes that step fail, and separately stops the store after
+    /// it, then reopens and checks the crash-safety promises of
+    /// [`Store`](store_api::Store#what-every-backend-promises).
     pub fault_injection: bool,
 }
 
@@ -57,14 +61,6 @@ impl Capabilities {
             BusyRule::DeleteWins
         }
     }
-}
-
-/// Where to make an injected fault happen (see [`StoreFactory::open_with_faults`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FaultPlan {
-    /// The N-th external step (counting from 0) fails, and every later one succeeds.
-    FailStep(usize),
 }
 
 /// Opens stores of one backend for the suite.
@@ -97,8 +93,14 @@ pub trait StoreFactory: Send + Sync + 'static {
         Err("this backend cannot reopen a store".into())
     }
 
-    /// Opens a store over `storage` that fails as `plan` says. Only called if
-    /// [`Capabilities::fault_injection`]; reserved for the crash-safety checks.
+    /// Opens a store over `storage` (as [`reopen`](StoreFactory::reopen) does) whose every
+    /// external step goes through `plan`: before each step (a `zfs` command, a filesystem
+    /// change) the backend's hook calls [`FaultPlan::step`] and runs, fails or refuses the step
+    /// as the returned guard says. Only called if [`Capabilities::fault_injection`].
+    ///
+    /// The plan may be armed before or after this returns (the suite sweeps faults in opening,
+    /// too); steps before it is armed always run. After a stop, the suite drops every handle
+    /// to the store, waits until no step is in flight, and calls `reopen`.
     async fn open_with_faults(
         &self,
         storage: &Self::Storage,
@@ -106,6 +108,22 @@ pub trait StoreFactory: Send + Sync + 'static {
     ) -> Result<Arc<dyn Store>, FactoryError> {
         let _ = (storage, plan);
         Err("this backend has no fault injection".into())
+    }
+
+    /// Every name the storage holds (datasets and snapshots, files and directories), sorted,
+    /// or `None` if the backend cannot list it (the default).
+    ///
+    /// The suite compares listings taken while no store operation runs, to check that bad
+    /// input changed nothing and that reopening after a crash leaves exactly the names of the
+    /// state before or after the interrupted operation (no temporary left). For ZFS this is
+    /// `zfs list -H -o name -t all -r <dataset>`; list what a leftover could be, but nothing
+    /// that changes when nothing happens (no mount state, no access times).
+    async fn list_storage(
+        &self,
+        storage: &Self::Storage,
+    ) -> Result<Option<Vec<String>>, FactoryError> {
+        let _ = storage;
+        Ok(None)
     }
 
     /// Called once per case after every store handle was dropped: release the storage, and
@@ -126,6 +144,15 @@ pub(crate) trait DynFactory: Send + Sync {
         &self,
         storage: &(dyn Any + Send + Sync),
     ) -> Result<Arc<dyn Store>, FactoryError>;
+    async fn open_with_faults(
+        &self,
+        storage: &(dyn Any + Send + Sync),
+        plan: FaultPlan,
+    ) -> Result<Arc<dyn Store>, FactoryError>;
+    async fn list_storage(
+        &self,
+        storage: &(dyn Any + Send + Sync),
+    ) -> Result<Option<Vec<String>>, FactoryError>;
     async fn teardown(&self, storage: Box<dyn Any + Send + Sync>) -> Result<(), FactoryError>;
 }
 
@@ -152,6 +179,27 @@ impl<F: StoreFactory> DynFactory for Erased<F> {
     ) -> Result<Arc<dyn Store>, FactoryError> {
         match storage.downcast_ref::<F::Storage>() {
             Some(storage) => self.0.reopen(storage).await,
+            None => Err("internal error: storage of another factory".into()),
+        }
+    }
+
+    async fn open_with_faults(
+        &self,
+        storage: &(dyn Any + Send + Sync),
+        plan: FaultPlan,
+    ) -> Result<Arc<dyn Store>, FactoryError> {
+        match storage.downcast_ref::<F::Storage>() {
+            Some(storage) => self.0.open_with_faults(storage, plan).await,
+            None => Err("internal error: storage of another factory".into()),
+        }
+    }
+
+    async fn list_storage(
+        &self,
+        storage: &(dyn Any + Send + Sync),
+    ) -> Result<Option<Vec<String>>, FactoryError> {
+        match storage.downcast_ref::<F::Storage>() {
+            Some(storage) => self.0.list_storage(storage).await,
             None => Err("internal error: storage of another factory".into()),
         }
     }

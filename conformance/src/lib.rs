@@ -21,7 +21,24 @@
 //!   multi-threaded runtime; the outcome must be one the model allows (first release of a
 //!   generation wins, every copy holds exactly the version it was taken from).
 //! - **Named scenarios**, each a readable test: OBuilder's `test_store` and `test_cache`, and
-//!   one per known fault of OBuilder's ZFS store (see [`check_names`]).
+//!   one per known fault of OBuilder's ZFS store (see [`check_names`]), and
+//!   `bad_input_changes_nothing` (see *Bad input* below).
+//! - **`fault_sweep`** (crash safety; for backends whose factory declares
+//!   [`Capabilities::fault_injection`]): every operation — builds with and without a base, a
+//!   failing build, cache acquires, releases that publish and that discard, deleting a base
+//!   that has a child, `delete_cache`, opening a store a crash left half-way — is run once
+//!   per external step N with step N failing, and once per N with the process "stopped" after
+//!   step N (every later step refused). The storage is then reopened: every id must be
+//!   complete or absent, every cache at a released version (old or new, never empty or
+//!   mixed), what the operation reported as done still done, `state_dir` intact, no
+//!   temporary left (the storage listing is the one before or after the operation), and the
+//!   store fully usable (the same ids build again, caches update and delete). The detail line
+//!   of the report says how many faults were injected. See [`FaultPlan`] for the hook a
+//!   factory installs.
+//! - **`load`**: many builds at once, chained over four levels from one base, every build
+//!   holding a copy of one shared cache (as OBuilder's stress test does); no error allowed,
+//!   and every result's content is checked (sizes in [`Config::load_builds`] and
+//!   [`Config::load_jobs`]).
 //!
 //! # Running it against your backend
 //!
@@ -96,6 +113,26 @@
 //! backend well under a minute; on a slow backend (every `zfs` command costs ~200 ms in a
 //! qemu guest) lower `cases` and `max_ops`, and set `full_check_each_step = false`.
 //!
+//! # Bad input
+//!
+//! `bad_input_changes_nothing` feeds the store hostile ids and cache names (empty, huge, with
+//! `/`, `@`, `%`, `#`, NUL, newline, whitespace, a leading `-`, `..`, names of other datasets
+//! such as `pool/other` or of the store's own layout), builds from a missing base, deletes of
+//! ids and caches that never existed, and writes to a copy's path after its release. Each
+//! gets a typed error or the documented behaviour (valid hostile cache names are caches of
+//! their own), and the storage listing ([`StoreFactory::list_storage`]) is the same before
+//! and after. Two kinds of bad input cannot be written at all, so they need no run-time
+//! check: ids and cache names are `String`s (never non-UTF-8 bytes), and a lease cannot be
+//! released twice, because [`release`](store_api::CacheLease::release) consumes it:
+//!
+//! ```compile_fail,E0382
+//! # async fn twice(store: &dyn store_api::Store, name: &store_api::CacheName) {
+//! let lease = store.cache(store_api::User::ROOT, name).await.unwrap();
+//! let _ = lease.release().await;
+//! let _ = lease.release().await; // error[E0382]: use of moved value: `lease`
+//! # }
+//! ```
+//!
 //! # When a check fails
 //!
 //! The report shows the minimal failing sequence as a numbered script, e.g.
@@ -111,11 +148,15 @@
 //! path of the JSON file it was saved to. Re-run exactly that sequence with
 //! `cargo xtask conformance --replay FILE`, or [`replay`]`(factory, path)` from code.
 
+mod bad_input;
 mod concurrency;
 mod config;
+mod crash;
 mod exec;
 mod factory;
+mod fault_plan;
 mod generate;
+mod load;
 mod macros;
 mod model;
 mod ops;
@@ -127,7 +168,8 @@ mod suite;
 mod tree;
 
 pub use config::{Config, ConfigError, ProgressFn};
-pub use factory::{Capabilities, FactoryError, FaultPlan, StoreFactory};
+pub use factory::{Capabilities, FactoryError, StoreFactory};
+pub use fault_plan::{Fault, FaultPlan, StepGuard, Verdict};
 pub use ops::{Ending, Op};
 pub use report::{CheckOutcome, CheckReport, FailingSequence, Failure, Progress, Report};
 pub use sequences::SequenceFile;

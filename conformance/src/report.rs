@@ -83,6 +83,9 @@ pub struct CheckReport {
     pub outcome: CheckOutcome,
     /// How long it took.
     pub took: Duration,
+    /// What the check did, in one line, for checks whose size varies (how many faults the
+    /// `fault_sweep` injected, how many builds the `load` check ran); `None` for the others.
+    pub detail: Option<String>,
 }
 
 /// Passed, skipped or failed.
@@ -154,10 +157,16 @@ impl fmt::Display for Report {
         )?;
         for check in &self.checks {
             match &check.outcome {
-                CheckOutcome::Passed => writeln!(f, "  ok      {}", check.name)?,
+                CheckOutcome::Passed => match &check.detail {
+                    Some(detail) => writeln!(f, "  ok      {} ({detail})", check.name)?,
+                    None => writeln!(f, "  ok      {}", check.name)?,
+                },
                 CheckOutcome::Skipped(why) => writeln!(f, "  skipped {} ({why})", check.name)?,
                 CheckOutcome::Failed(failure) => {
-                    writeln!(f, "  FAILED  {}", check.name)?;
+                    match &check.detail {
+                        Some(detail) => writeln!(f, "  FAILED  {} ({detail})", check.name)?,
+                        None => writeln!(f, "  FAILED  {}", check.name)?,
+                    }
                     writeln!(f, "{failure}")?;
                 }
             }

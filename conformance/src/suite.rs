@@ -9,9 +9,11 @@ use futures::FutureExt;
 
 use crate::concurrency::{CONCURRENCY, concurrency};
 use crate::config::{Config, ConfigError};
+use crate::crash::{FAULT_SWEEP, fault_sweep};
 use crate::exec::{Settings, current_user};
 use crate::factory::{Erased, SharedFactory, StoreFactory};
 use crate::generate::Universe;
+use crate::load::{LOAD, load};
 use crate::ops::{Op, script};
 use crate::report::{CheckOutcome, CheckReport, FailingSequence, Failure, Progress, Report};
 use crate::scenarios::SCENARIOS;
@@ -19,12 +21,12 @@ use crate::scenarios::support::{Ctx, Stop};
 use crate::sequences::{SEQUENCES, SequenceFile, run_case, sequences};
 
 /// The names of every check, in the order [`run`] runs them: the scenarios, then
-/// `sequences`, then `concurrency`. Use them in [`Config::only`].
+/// `sequences`, `concurrency`, `fault_sweep` and `load`. Use them in [`Config::only`].
 pub fn check_names() -> Vec<&'static str> {
     SCENARIOS
         .iter()
         .map(|s| s.name)
-        .chain([SEQUENCES, CONCURRENCY])
+        .chain([SEQUENCES, CONCURRENCY, FAULT_SWEEP, LOAD])
         .collect()
 }
 
@@ -43,7 +45,10 @@ fn settings(config: &Config) -> Settings {
 /// Runs every check (or only those named in [`Config::only`]): the named scenarios, then the
 /// `sequences` property (random operation sequences compared with the model after every step;
 /// a failure is shrunk, printed as a numbered script, and saved as JSON for [`replay`]), then
-/// the `concurrency` property (on a multi-threaded runtime of its own).
+/// the `concurrency` property (on a multi-threaded runtime of its own), the `fault_sweep`
+/// (skipped unless the factory declares
+/// [`Capabilities::fault_injection`](crate::Capabilities::fault_injection)) and the `load`
+/// check.
 ///
 /// Call it from any tokio runtime (multi-threaded or current-thread); it does not assume it
 /// runs under `cargo test`. Progress goes to [`Config::progress`] and to `tracing`. It never
@@ -109,6 +114,42 @@ pub async fn run<F: StoreFactory>(factory: F, config: Config) -> Report {
         checks.push(end(&config, CONCURRENCY, started, outcome));
     }
 
+    if config.wants(FAULT_SWEEP) {
+        let started = begin(&config, FAULT_SWEEP);
+        let ctx = Ctx {
+            factory: Arc::clone(&factory),
+            caps: caps.clone(),
+            settings: settings.clone(),
+        };
+        let (outcome, detail) = match std::panic::AssertUnwindSafe(fault_sweep(ctx, &config))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(payload) => (
+                failed(format!(
+                    "the fault sweep panicked: {}",
+                    crate::sequences::panic_message(&*payload)
+                )),
+                None,
+            ),
+        };
+        let mut report = end(&config, FAULT_SWEEP, started, outcome);
+        report.detail = detail;
+        checks.push(report);
+    }
+
+    if config.wants(LOAD) {
+        let started = begin(&config, LOAD);
+        let (f, c, s) = (Arc::clone(&factory), config.clone(), settings.clone());
+        let (outcome, detail) = tokio::task::spawn_blocking(move || load(f, &c, &s))
+            .await
+            .unwrap_or_else(|e| (failed(format!("the load check panicked: {e}")), None));
+        let mut report = end(&config, LOAD, started, outcome);
+        report.detail = detail;
+        checks.push(report);
+    }
+
     Report {
         backend: factory.name(),
         seed,
@@ -134,6 +175,7 @@ fn end(config: &Config, check: &str, started: Instant, outcome: CheckOutcome) ->
         name: check.to_owned(),
         outcome,
         took,
+        detail: None,
     }
 }
 

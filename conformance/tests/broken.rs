@@ -135,6 +135,7 @@ fn conformance_user_is_root() -> bool {
     "writes_to_a_result_path_never_reach_later_builds"
 )]
 #[case::never_busy(Defect::NeverBusyWhileClaimingItMay, "cache_basics")]
+#[case::bad_input_leftover(Defect::MissingBaseLeavesLeftover, "bad_input_changes_nothing")]
 #[tokio::test(flavor = "multi_thread")]
 async fn scenario_catches(#[case] defect: Defect, #[case] scenario: &str) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,6 +6,7 @@ mod faults;
 mod obuilder;
 pub(crate) mod support;
 
+use crate::bad_input;
 use support::Scenario;
 
 macro_rules! registry {
@@ -38,4 +39,5 @@ registry![
     contract::the_first_release_of_a_generation_wins_in_every_order,
     contract::copies_are_independent_and_a_dropped_copy_is_never_published,
     contract::a_deep_chain_of_builds_keeps_every_layer,
+    bad_input::bad_input_changes_nothing,
 ];

@@ -115,6 +115,17 @@ impl Env {
         Ok(())
     }
 
+    /// The factory's listing of the storage (`None` if it cannot list).
+    pub async fn listing(&self) -> Result<Option<Vec<String>>, Stop> {
+        let storage = self.storage.as_ref().expect("storage present");
+        Ok(self
+            .ctx
+            .factory
+            .list_storage(&**storage)
+            .await
+            .map_err(|e| format!("listing the storage failed: {e}"))?)
+    }
+
     pub async fn close(mut self) -> Outcome {
         drop(self.store.take());
         if let Some(storage) = self.storage.take() {

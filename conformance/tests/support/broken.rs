@@ -44,6 +44,9 @@ pub enum Defect {
     IgnoresCacheOwner,
     /// Turns the build function's own error into a store error.
     SwallowsBuildFnError,
+    /// A build from a missing base fails as it should, but leaves a directory behind in the
+    /// storage (like a clone made before the base was checked).
+    MissingBaseLeavesLeftover,
 }
 
 /// State a broken wrapper keeps across reopen (it lives with the storage).
@@ -101,6 +104,8 @@ impl StoreFactory for BrokenFactory {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.fake.capabilities();
+        // The wrappers model defects of the API, not of steps: no fault hook.
+        caps.fault_injection = false;
         if self.defect == Defect::NeverBusyWhileClaimingItMay {
             caps.may_return_busy = true;
         }
@@ -120,6 +125,13 @@ impl StoreFactory for BrokenFactory {
     async fn reopen(&self, storage: &BrokenStorage) -> Result<Arc<dyn Store>, FactoryError> {
         let inner = self.fake.reopen(&storage.fake).await?;
         Ok(self.wrap(inner, storage))
+    }
+
+    async fn list_storage(
+        &self,
+        storage: &BrokenStorage,
+    ) -> Result<Option<Vec<String>>, FactoryError> {
+        self.fake.list_storage(&storage.fake).await
     }
 
     async fn teardown(&self, storage: BrokenStorage) -> Result<(), FactoryError> {
@@ -252,6 +264,11 @@ impl Store for Broken {
         lock(&self.shared.running).insert(id.clone());
         let running = Running(&self.shared, id.clone());
         let mut r = self.inner.build_dyn(base.as_ref(), id, f).await;
+        if self.defect == Defect::MissingBaseLeavesLeftover
+            && matches!(r, Err(BuildError::Store(StoreError::MissingBase { .. })))
+        {
+            let _ = fs::create_dir_all(self.inner.root().join(format!("half-{id}")));
+        }
         drop(running);
         if let Some(g) = ghost.as_mut() {
             g.done = true;
