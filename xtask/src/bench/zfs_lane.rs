@@ -115,9 +115,9 @@ pub async fn run(
         cancel,
     };
     let mut phases = Vec::new();
-    fill(&ours, &baseline, &zfs, 0, plan.small, cancel).await?;
+    fill(&ours, &baseline, &zfs, 0, plan.small, kind, cancel).await?;
     phases.push(harness.phase("s", plan.iterations, plan.small).await?);
-    let fill_secs = fill(&ours, &baseline, &zfs, plan.small, plan.large, cancel).await?;
+    let fill_secs = fill(&ours, &baseline, &zfs, plan.small, plan.large, kind, cancel).await?;
     phases.push(harness.phase("l", plan.iterations, plan.large).await?);
     ours.idle().await;
     notes.push(format!(
@@ -166,8 +166,16 @@ fn fuse_mounts() -> usize {
         .unwrap_or(0)
 }
 
-/// In flight at once while filling (both stores allow concurrent builds).
-const FILL_CONCURRENCY: usize = 4;
+/// Builds in flight at once while filling, by engine. On zfs-fuse the fill is sequential:
+/// with four concurrent builds (create/clone, mount, unmount, snapshot, `mount -o ro`) the
+/// daemon deadlocked after ~140 results (every FUSE request blocked, all threads in futex
+/// waits, `zpool` still answering), taking every pool on the machine with it.
+fn fill_concurrency(kind: ZfsKind) -> usize {
+    match kind {
+        ZfsKind::ZfsFuse => 1,
+        ZfsKind::Openzfs => 4,
+    }
+}
 
 /// Gives both stores results `fill-<from>` .. `fill-<to - 1>`; returns the seconds each took.
 async fn fill(
@@ -176,8 +184,10 @@ async fn fill(
     zfs: &Zfs,
     from: usize,
     to: usize,
+    kind: ZfsKind,
     cancel: &Cancel,
 ) -> Result<(f64, f64)> {
+    let concurrency = fill_concurrency(kind);
     if to <= from {
         return Ok((0.0, 0.0));
     }
@@ -194,7 +204,7 @@ async fn fill(
         if cancel.is_cancelled() {
             return Err(XtaskError::Interrupted);
         }
-        if set.len() >= FILL_CONCURRENCY {
+        if set.len() >= concurrency {
             joined(set.join_next().await)?;
         }
         let s = store.clone();
@@ -212,7 +222,7 @@ async fn fill(
         if cancel.is_cancelled() {
             return Err(XtaskError::Interrupted);
         }
-        if set.len() >= FILL_CONCURRENCY {
+        if set.len() >= concurrency {
             joined(set.join_next().await)?;
         }
         let (zfs, ds) = (zfs.clone(), ob.result_dataset(&format!("fill-{k}")));
