@@ -110,13 +110,15 @@ pub trait StoreFactory: Send + Sync + 'static {
         Err("this backend has no fault injection".into())
     }
 
-    /// Every name the storage holds (datasets and snapshots, files and directories), sorted,
-    /// or `None` if the backend cannot list it (the default).
+    /// Every name the storage holds (datasets and snapshots, files and directories), relative
+    /// to the storage (so that the listings of two storages with the same contents are equal),
+    /// sorted; or `None` if the backend cannot list it (the default).
     ///
     /// The suite compares listings taken while no store operation runs, to check that bad
     /// input changed nothing and that reopening after a crash leaves exactly the names of the
     /// state before or after the interrupted operation (no temporary left). For ZFS this is
-    /// `zfs list -H -o name -t all -r <dataset>`; list what a leftover could be, but nothing
+    /// `zfs list -H -o name -t all -r <dataset>` with `<dataset>` cut off the front of each
+    /// name; list what a leftover could be, but nothing
     /// that changes when nothing happens (no mount state, no access times).
     async fn list_storage(
         &self,

@@ -251,7 +251,7 @@ fn listing_problem(rec: &mut OpRecord, fault: Fault, r: &CaseResult) -> Option<S
         .collect();
     Some(format!(
         "after reopening, the storage is neither as before nor as after the operation: \
-         left behind {extra:?}, missing {missing:?}, full listing {got:?}"
+         left behind {extra:?}, missing {missing:?}"
     ))
 }
 
