@@ -1,10 +1,13 @@
 //! `cargo xtask ci`: everything CI checks, in order, with timings and a closing count.
 //!
-//! Steps: format, clippy, the workspace tests, then the conformance lanes (fake, zfs-fuse,
-//! vm). Each lane installs what it needs (as root) and leaves nothing behind. Every step runs
-//! even if an earlier one failed, so one CI run shows every problem; the exit status is
-//! non-zero if any step failed. A lane whose suite is not wired yet (exit 3) counts as failed
-//! unless `--allow-not-wired` is given, and is then reported as skipped, never as passed.
+//! Steps: format, clippy, the workspace tests (with a ZFS engine made available first and
+//! `ZSTORE_REQUIRE_ZFS=1`, so store-zfs's real-pool tests cannot skip), the conformance lanes
+//! (fake, zfs-fuse, vm; the vm lane also runs store-zfs's integration tests on OpenZFS in the
+//! same boot), and the suite's self-test on both real lanes (a deliberately broken store must
+//! be caught with a shrunk sequence). Each lane installs what it needs (as root) and leaves
+//! nothing behind; a zfs-fuse daemon started for the tests is stopped at the end. Every step
+//! runs even if an earlier one failed, so one CI run shows every problem; the exit status is
+//! non-zero if any step failed.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -13,22 +16,53 @@ use std::time::Instant;
 use rustix::process::Signal;
 
 use crate::cancel::Cancel;
-use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_WIRED, EXIT_OK, Result, XtaskError};
+use crate::engine::{self, EngineChoice, LocalEngine};
+use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Result, XtaskError};
+use crate::leaks::{self, Footprint};
 use crate::procs;
 use crate::runner::{Cmd, Runner};
 
 /// `ci` options.
 #[derive(Debug, clap::Args)]
 pub struct CiArgs {
-    /// Skip these steps (fmt, clippy, test, fake, zfs-fuse, vm); repeatable.
+    /// Skip these steps (fmt, clippy, test, fake, zfs-fuse, vm, self-test); repeatable.
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
-    /// Report a conformance lane whose suite is not wired yet as skipped instead of failed.
-    #[arg(long)]
-    pub allow_not_wired: bool,
 }
 
-const STEPS: [&str; 6] = ["fmt", "clippy", "test", "fake", "zfs-fuse", "vm"];
+const STEPS: [&str; 7] = ["fmt", "clippy", "test", "fake", "zfs-fuse", "vm", "self-test"];
+
+/// What one step runs: one or more commands.
+fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
+    let conformance = |engine: &str| Cmd::new(me).args(["conformance", "--engine", engine]);
+    match step {
+        "fmt" => vec![Cmd::new(cargo).args(["fmt", "--all", "--", "--check"])],
+        "clippy" => vec![Cmd::new(cargo).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])],
+        "test" => vec![
+            Cmd::new(cargo)
+                .args(["test", "--workspace"])
+                .env(store_zfs_require_env(), "1"),
+        ],
+        "vm" => vec![conformance("vm").arg("--with-store-zfs-tests")],
+        "self-test" => vec![
+            conformance("zfs-fuse").arg("--self-test-broken-store"),
+            conformance("vm").arg("--self-test-broken-store"),
+        ],
+        lane => vec![conformance(lane)],
+    }
+}
+
+/// `ZSTORE_REQUIRE_ZFS`: set, store-zfs's tests fail instead of skipping without ZFS.
+fn store_zfs_require_env() -> &'static str {
+    store_zfs::testing::REQUIRE_ZFS_ENV
+}
 
 /// Runs the CI steps; returns the exit status.
 pub async fn run(runner: &Runner, cancel: &Cancel, args: &CiArgs) -> Result<u8> {
@@ -38,51 +72,81 @@ pub async fn run(runner: &Runner, cancel: &Cancel, args: &CiArgs) -> Result<u8> 
             STEPS.join(", ")
         )));
     }
+    let started = Instant::now();
+    let mut engine = None;
+    let results = steps(runner, cancel, args, &mut engine).await;
+    // Whatever happened, stop a daemon the tests needed and this run started.
+    let mut footprint = Footprint::default();
+    if let Some(e) = engine {
+        footprint.daemon = e.started_daemon();
+        if let Err(err) = e.finish(false).await {
+            eprintln!("xtask: ci: stopping the ZFS engine: {err}");
+        }
+    }
+    let results = results?;
+    let leaks = leaks::check(runner, &footprint).await;
+    leaks.print("ci");
+    println!("ci summary:");
+    for (step, verdict, secs) in &results {
+        println!("  {step:<10} {verdict:<8} {secs:>6.0} s");
+    }
+    let failed = results.iter().filter(|r| r.1 == "FAILED").count() + usize::from(!leaks.clean());
+    let passed = results.iter().filter(|r| r.1 == "passed").count();
+    let skipped = results.iter().filter(|r| r.1 == "skipped").count();
+    println!(
+        "ci: {passed} passed, {failed} failed, {skipped} skipped in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// Runs every step not skipped, in order; `engine` receives the ZFS engine prepared for the
+/// workspace tests (the caller undoes it).
+async fn steps(
+    runner: &Runner,
+    cancel: &Cancel,
+    args: &CiArgs,
+    engine: &mut Option<LocalEngine>,
+) -> Result<Vec<(&'static str, &'static str, f64)>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let me: OsString = std::env::current_exe()
         .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?
         .into();
-    let mut results: Vec<(&str, &str, f64)> = Vec::new();
+    let mut results = Vec::new();
     for step in STEPS {
         if args.skip.iter().any(|s| s == step) {
             results.push((step, "skipped", 0.0));
             continue;
         }
-        let cmd = match step {
-            "fmt" => Cmd::new(&cargo).args(["fmt", "--all", "--", "--check"]),
-            "clippy" => Cmd::new(&cargo).args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-            "test" => Cmd::new(&cargo).args(["test", "--workspace"]),
-            lane => Cmd::new(&me).args(["conformance", "--engine", lane]),
-        };
-        println!("==> ci: {step}: {}", cmd.display());
         let started = Instant::now();
-        let code = run_step(runner, cancel, &cmd).await?;
+        let mut ok = true;
+        if step == "test" {
+            // store-zfs's real-pool tests need a ZFS that answers: kernel OpenZFS if this
+            // host has it, else zfs-fuse (installed, and a daemon started, if needed).
+            match engine::prepare_local(runner, EngineChoice::Auto).await {
+                Ok(e) => {
+                    println!("==> ci: test: ZFS for the tests: {}", e.describe());
+                    *engine = Some(e);
+                }
+                Err(e) => {
+                    println!("==> ci: test: no ZFS engine for the real-pool tests: {e}");
+                    ok = false;
+                }
+            }
+        }
+        for cmd in commands(step, &cargo, &me) {
+            if !ok {
+                break;
+            }
+            println!("==> ci: {step}: {}", cmd.display());
+            ok = run_step(runner, cancel, &cmd).await? == EXIT_OK;
+        }
         let secs = started.elapsed().as_secs_f64();
-        let verdict = match code {
-            0 => "passed",
-            EXIT_NOT_WIRED if args.allow_not_wired => "skipped (suite not wired)",
-            EXIT_NOT_WIRED => "FAILED (suite not wired)",
-            _ => "FAILED",
-        };
+        let verdict = if ok { "passed" } else { "FAILED" };
         println!("==> ci: {step}: {verdict} in {secs:.0} s");
         results.push((step, verdict, secs));
     }
-    println!("ci summary:");
-    for (step, verdict, secs) in &results {
-        println!("  {step:<9} {verdict:<26} {secs:>6.0} s");
-    }
-    let failed = results.iter().filter(|r| r.1.starts_with("FAILED")).count();
-    let passed = results.iter().filter(|r| r.1 == "passed").count();
-    let skipped = results.len() - failed - passed;
-    println!("ci: {passed} passed, {failed} failed, {skipped} skipped");
-    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
+    Ok(results)
 }
 
 /// Runs one step in its own process group, streaming its output; on SIGINT/SIGTERM the whole
@@ -108,4 +172,58 @@ async fn run_step(runner: &Runner, cancel: &Cancel, cmd: &Cmd) -> Result<u8> {
         Some(c) => u8::try_from(c).unwrap_or(EXIT_FAILED),
         None => EXIT_INTERRUPTED,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(cmd: &Cmd) -> Vec<String> {
+        cmd.argv()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_real_lanes_run_the_suite_its_self_test_and_the_guest_tests() {
+        let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
+        let vm = commands("vm", &cargo, &me);
+        assert_eq!(
+            argv(&vm[0]),
+            [
+                "xtask",
+                "conformance",
+                "--engine",
+                "vm",
+                "--with-store-zfs-tests"
+            ]
+        );
+        let self_test: Vec<Vec<String>> = commands("self-test", &cargo, &me)
+            .iter()
+            .map(argv)
+            .collect();
+        for engine in ["zfs-fuse", "vm"] {
+            assert!(
+                self_test
+                    .iter()
+                    .any(|a| a.contains(&engine.to_owned())
+                        && a.contains(&"--self-test-broken-store".to_owned())),
+                "{self_test:?}"
+            );
+        }
+        let test = &commands("test", &cargo, &me)[0];
+        assert!(test.display().contains("test --workspace"));
+        let command = test.to_command();
+        let require: Vec<_> = command
+            .as_std()
+            .get_envs()
+            .filter(|(k, _)| *k == "ZSTORE_REQUIRE_ZFS")
+            .map(|(_, v)| v.map(|v| v.to_owned()))
+            .collect();
+        assert_eq!(
+            require,
+            [Some("1".into())],
+            "store-zfs's real-pool tests must not skip"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use crate::pool::PoolName;
 /// OpenZFS guest.
 ///
 /// Exit status: 0 success; 1 test failures or leftovers; 2 bad usage or missing prerequisites;
-/// 3 conformance suite not wired yet; 124 timeout; 125 VM failure; 130 interrupted.
+/// 124 timeout; 125 VM failure; 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 pub struct Cli {
@@ -83,6 +83,9 @@ pub struct SuiteArgs {
     /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
     #[arg(long, value_name = "DIR")]
     pub pool_dir: Option<PathBuf>,
+    /// Suite sizes per lane, the self-test, guest tests.
+    #[command(flatten)]
+    pub lane: crate::conformance::lane::LaneArgs,
 }
 
 /// `conformance` options.

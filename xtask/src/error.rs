@@ -9,8 +9,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: bad usage or an environment that cannot run the request (missing engine, ...).
 pub const EXIT_SETUP: u8 = 2;
-/// Exit status: the conformance suite is not wired into xtask yet; nothing was tested.
-pub const EXIT_NOT_WIRED: u8 = 3;
 /// Exit status: a timeout expired (same convention as `timeout(1)`).
 pub const EXIT_TIMEOUT: u8 = 124;
 /// Exit status: the VM failed before the guest command could report a status.
@@ -75,9 +73,6 @@ pub enum XtaskError {
     /// SIGINT, SIGTERM or SIGHUP arrived; cleanup has run.
     #[error("interrupted")]
     Interrupted,
-    /// The conformance suite is not wired into xtask yet.
-    #[error("suite not wired yet: {0}")]
-    NotWired(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -105,7 +100,6 @@ impl XtaskError {
             XtaskError::Timeout { .. } => EXIT_TIMEOUT,
             XtaskError::VmFailed(_) => EXIT_VM_FAILED,
             XtaskError::Interrupted => EXIT_INTERRUPTED,
-            XtaskError::NotWired(_) => EXIT_NOT_WIRED,
             XtaskError::Spawn { .. } | XtaskError::CommandFailed { .. } | XtaskError::Io { .. } => {
                 EXIT_SETUP
             }

@@ -78,11 +78,17 @@ impl Env for FakeEnv {
 }
 
 /// A fresh pool, or `None` (after a loud message) when ZFS is unavailable and not required.
+/// Its name starts with `$ZSTORE_TEST_POOL_PREFIX` (default `zt-z`), so that runs sharing a
+/// ZFS daemon can tell their pools apart.
 pub fn pool(test: &str) -> Option<TestPool> {
     if !require_zfs(test) {
         return None;
     }
-    Some(TestPool::create("zt-z").expect("create test pool"))
+    let prefix = std::env::var("ZSTORE_TEST_POOL_PREFIX")
+        .ok()
+        .filter(|p| p.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or_else(|| "zt-z".to_owned());
+    Some(TestPool::create(&prefix).expect("create test pool"))
 }
 
 /// Opens a store on the pool's root with a recording runner.

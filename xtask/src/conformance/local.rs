@@ -2,11 +2,12 @@
 //! prepare the engine, create the pool, run the suite, destroy the pool, undo the engine
 //! preparation, check for leftovers. Cleanup runs on every path, including SIGINT/SIGTERM.
 
+use super::lane::Lane;
 use super::report::{Outcome, RunReport};
 use super::seam::{self, SuiteOptions, SuiteTarget};
 use crate::cancel::Cancel;
 use crate::cli::SuiteArgs;
-use crate::engine::{self, EngineChoice, LocalEngine};
+use crate::engine::{self, EngineChoice, LocalEngine, ZfsKind};
 use crate::error::{Result, XtaskError};
 use crate::leaks::{self, Footprint};
 use crate::pool::{self, PoolDir, PoolName, PoolRecord};
@@ -19,24 +20,39 @@ pub async fn run(
     choice: EngineChoice,
     args: &SuiteArgs,
 ) -> RunReport {
-    let opts = SuiteOptions {
-        cases: args.cases,
-        seed: args.seed,
-        replay: args.replay.clone(),
-    };
+    if args.lane.with_store_zfs_tests {
+        return error_report(
+            format!("{choice:?}"),
+            None,
+            XtaskError::Invalid(
+                "--with-store-zfs-tests is for --engine vm (on the host, `cargo test -p \
+                 store-zfs` runs them)"
+                    .into(),
+            ),
+        );
+    }
     if choice == EngineChoice::Fake {
+        let opts = options(Lane::Fake, args);
         let outcome = suite(cancel, &SuiteTarget::Fake, &opts).await;
         return RunReport {
             engine: "fake (store-fake on plain directories, no ZFS)".into(),
             pool: None,
             outcome,
             leaks: Some(Default::default()),
+            tests: Vec::new(),
         };
     }
     let engine = match engine::prepare_local(runner, choice).await {
         Ok(e) => e,
         Err(e) => return error_report(format!("{choice:?}"), None, e),
     };
+    let opts = options(
+        match engine.kind() {
+            ZfsKind::ZfsFuse => Lane::ZfsFuse,
+            ZfsKind::Openzfs => Lane::Kernel,
+        },
+        args,
+    );
     eprintln!("xtask: engine: {}", engine.describe());
     let described = engine.describe();
     let mut fp = Footprint {
@@ -44,6 +60,11 @@ pub async fn run(
         ..Footprint::default()
     };
     let (outcome, pool_name) = with_pool(runner, cancel, &engine, args, &opts, &mut fp).await;
+    let tests = if args.lane.then_run_tests.is_empty() || cancel.is_cancelled() {
+        Vec::new()
+    } else {
+        super::guest_tests::run(runner, &args.lane.then_run_tests).await
+    };
     let finished = engine.finish(args.keep).await;
     let leaks = if args.keep {
         eprintln!("xtask: --keep: leak check skipped");
@@ -58,7 +79,7 @@ pub async fn run(
         Some(report)
     };
     let outcome = match (outcome, finished) {
-        (Outcome::Completed { .. } | Outcome::NotWired { .. }, Err(e)) => error_outcome(e),
+        (Outcome::Completed { .. }, Err(e)) => error_outcome(e),
         (o, _) => o,
     };
     RunReport {
@@ -66,6 +87,21 @@ pub async fn run(
         pool: pool_name,
         outcome,
         leaks,
+        tests,
+    }
+}
+
+/// The suite options for `lane` (unless `--lane` overrides it) from the command line.
+fn options(lane: Lane, args: &SuiteArgs) -> SuiteOptions {
+    SuiteOptions {
+        cases: args.cases,
+        max_ops: args.lane.max_ops,
+        concurrency_cases: args.lane.concurrency_cases,
+        quick_checks: args.lane.quick_checks,
+        seed: args.seed,
+        replay: args.replay.clone(),
+        self_test: args.lane.self_test_broken_store,
+        ..SuiteOptions::for_lane(args.lane.lane.unwrap_or(lane))
     }
 }
 
@@ -167,7 +203,6 @@ async fn existing_pool(
 async fn suite(cancel: &Cancel, target: &SuiteTarget, opts: &SuiteOptions) -> Outcome {
     match cancel.run(seam::run_suite(target, opts)).await {
         Ok(report) => Outcome::Completed { report },
-        Err(XtaskError::NotWired(reason)) => Outcome::NotWired { reason },
         Err(e) => error_outcome(e),
     }
 }
@@ -185,5 +220,6 @@ fn error_report(engine: String, pool: Option<String>, e: XtaskError) -> RunRepor
         pool,
         outcome: error_outcome(e),
         leaks: None,
+        tests: Vec::new(),
     }
 }

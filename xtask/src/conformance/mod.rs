@@ -1,10 +1,14 @@
 //! `cargo xtask conformance` and the hidden `run-suite` that the VM lane runs in the guest.
 
 mod fake_factory;
+mod guest_tests;
+pub mod lane;
 mod local;
 pub mod report;
 pub mod seam;
+mod selftest;
 mod vm_lane;
+mod zfs_factory;
 
 use crate::cancel::Cancel;
 use crate::cli::{ConformanceArgs, RunSuiteArgs};

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{EXIT_FAILED, EXIT_NOT_WIRED, EXIT_OK};
+use crate::error::{EXIT_FAILED, EXIT_OK};
 use crate::leaks::LeakReport;
 
 /// How one case (one check of the suite) ended.
@@ -31,6 +31,9 @@ pub struct CaseResult {
     pub secs: f64,
     /// Why it failed or was skipped.
     pub message: Option<String>,
+    /// For a failed property check: how many steps its minimal failing sequence has.
+    #[serde(default)]
+    pub steps: Option<usize>,
 }
 
 /// What the suite reported.
@@ -40,6 +43,41 @@ pub struct SuiteReport {
     pub cases: Vec<CaseResult>,
     /// The seed used, to repeat the run.
     pub seed: Option<u64>,
+    /// For the suite's self-test (a deliberately broken store): whether it was caught.
+    #[serde(default)]
+    pub self_test: Option<SelfTestVerdict>,
+}
+
+/// Whether the suite caught the deliberately broken store of its self-test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfTestVerdict {
+    /// Caught as it must be: the right check, the right symptom, a shrunk sequence.
+    pub caught: bool,
+    /// What happened, for people.
+    pub explanation: String,
+}
+
+impl SelfTestVerdict {
+    /// Not caught (or not as it must be), because of `why`.
+    pub fn missed(why: String) -> Self {
+        Self {
+            caught: false,
+            explanation: why,
+        }
+    }
+}
+
+/// A test executable run after the suite (store-zfs's integration tests in the guest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestRun {
+    /// The executable's name.
+    pub name: String,
+    /// Whether it exited with status 0.
+    pub passed: bool,
+    /// Wall time in whole seconds.
+    pub secs: u64,
+    /// Its `test result:` line, or the end of its output when it failed.
+    pub summary: String,
 }
 
 impl SuiteReport {
@@ -69,11 +107,6 @@ pub enum Outcome {
         /// The suite's report.
         report: SuiteReport,
     },
-    /// The seam is not wired; nothing was tested.
-    NotWired {
-        /// The explanation.
-        reason: String,
-    },
     /// Set-up or the suite itself failed before producing a report.
     Error {
         /// The error message.
@@ -94,17 +127,28 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// The leak check (None if skipped, e.g. with --keep).
     pub leaks: Option<LeakReport>,
+    /// Test executables run after the suite (`--with-store-zfs-tests`).
+    #[serde(default)]
+    pub tests: Vec<TestRun>,
 }
 
 impl RunReport {
     /// The process exit status this report calls for.
     pub fn exit_code(&self) -> u8 {
         let leaked = self.leaks.as_ref().is_some_and(|l| !l.clean());
+        let tests_failed = self.tests.iter().any(|t| !t.passed);
         match &self.outcome {
-            Outcome::Completed { report } if report.failed() == 0 && !leaked => EXIT_OK,
-            Outcome::Completed { .. } => EXIT_FAILED,
-            Outcome::NotWired { .. } if leaked => EXIT_FAILED,
-            Outcome::NotWired { .. } => EXIT_NOT_WIRED,
+            Outcome::Completed { report } => {
+                let passed = match &report.self_test {
+                    Some(verdict) => verdict.caught,
+                    None => report.failed() == 0,
+                };
+                if passed && !leaked && !tests_failed {
+                    EXIT_OK
+                } else {
+                    EXIT_FAILED
+                }
+            }
             Outcome::Error { exit_code, .. } => *exit_code,
         }
     }
@@ -149,8 +193,18 @@ impl RunReport {
         }
     }
 
-    /// The last line of every conformance run, on stdout.
+    /// The last line(s) of every conformance run, on stdout: the guest test results if any,
+    /// `conformance: N passed, M failed`, and for the self-test its verdict.
     pub fn print_final_line(&self) {
+        for t in &self.tests {
+            println!(
+                "guest test {}: {} in {} s ({})",
+                t.name,
+                if t.passed { "passed" } else { "FAILED" },
+                t.secs,
+                t.summary
+            );
+        }
         let leaks = match &self.leaks {
             Some(l) if !l.clean() => {
                 format!(" ({} leftover(s), see leak check)", l.leftovers.len())
@@ -168,9 +222,13 @@ impl RunReport {
                     report.passed(),
                     report.failed()
                 );
-            }
-            Outcome::NotWired { reason } => {
-                println!("conformance: suite not wired yet, nothing tested{leaks} ({reason})");
+                if let Some(v) = &report.self_test {
+                    println!(
+                        "conformance self-test: {}: {}",
+                        if v.caught { "passed" } else { "FAILED" },
+                        v.explanation
+                    );
+                }
             }
             Outcome::Error { message, .. } => println!("conformance: error: {message}{leaks}"),
         }
@@ -191,6 +249,15 @@ mod tests {
             },
             secs: 0.1,
             message: None,
+            steps: None,
+        }
+    }
+
+    fn suite(cases: Vec<CaseResult>) -> SuiteReport {
+        SuiteReport {
+            cases,
+            seed: Some(1),
+            self_test: None,
         }
     }
 
@@ -200,12 +267,10 @@ mod tests {
             engine: "zfs-fuse".into(),
             pool: None,
             outcome: Outcome::Completed {
-                report: SuiteReport {
-                    cases: vec![case("a", true)],
-                    seed: Some(1),
-                },
+                report: suite(vec![case("a", true)]),
             },
             leaks: Some(LeakReport::default()),
+            tests: Vec::new(),
         };
         assert_eq!(r.exit_code(), EXIT_OK);
         r.leaks = Some(LeakReport {
@@ -213,14 +278,38 @@ mod tests {
         });
         assert_eq!(r.exit_code(), EXIT_FAILED, "a leak fails the run");
         r.leaks = None;
-        r.outcome = Outcome::NotWired { reason: "x".into() };
-        assert_eq!(r.exit_code(), EXIT_NOT_WIRED, "not wired never passes");
+        r.tests.push(TestRun {
+            name: "crash".into(),
+            passed: false,
+            secs: 3,
+            summary: "test result: FAILED".into(),
+        });
+        assert_eq!(r.exit_code(), EXIT_FAILED, "a failed guest test fails the run");
+        r.tests.clear();
         r.outcome = Outcome::Completed {
-            report: SuiteReport {
-                cases: vec![case("a", true), case("b", false)],
-                seed: None,
-            },
+            report: suite(vec![case("a", true), case("b", false)]),
         };
+        assert_eq!(r.exit_code(), EXIT_FAILED);
+    }
+
+    #[test]
+    fn the_self_test_passes_only_when_the_broken_store_is_caught() {
+        let mut report = suite(vec![case("sequences", false)]);
+        report.self_test = Some(SelfTestVerdict {
+            caught: true,
+            explanation: "caught".into(),
+        });
+        let mut r = RunReport {
+            engine: "zfs-fuse".into(),
+            pool: None,
+            outcome: Outcome::Completed { report },
+            leaks: Some(LeakReport::default()),
+            tests: Vec::new(),
+        };
+        assert_eq!(r.exit_code(), EXIT_OK);
+        if let Outcome::Completed { report } = &mut r.outcome {
+            report.self_test = Some(SelfTestVerdict::missed("passed".into()));
+        }
         assert_eq!(r.exit_code(), EXIT_FAILED);
     }
 
@@ -229,13 +318,20 @@ mod tests {
         let r = RunReport {
             engine: "kernel OpenZFS".into(),
             pool: Some("zt-x1".into()),
-            outcome: Outcome::NotWired {
-                reason: "later".into(),
+            outcome: Outcome::Error {
+                message: "no".into(),
+                exit_code: 2,
             },
             leaks: Some(LeakReport::default()),
+            tests: vec![TestRun {
+                name: "cancel".into(),
+                passed: true,
+                secs: 12,
+                summary: "test result: ok. 4 passed".into(),
+            }],
         };
         let text = serde_json::to_string(&r).expect("encode");
-        assert!(text.contains(r#""status":"not-wired""#), "{text}");
+        assert!(text.contains(r#""status":"error""#), "{text}");
         assert_eq!(serde_json::from_str::<RunReport>(&text).expect("decode"), r);
     }
 }

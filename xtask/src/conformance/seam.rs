@@ -1,20 +1,20 @@
 //! THE one place where xtask calls the conformance suite.
 //!
-//! Wired for the fake store (`--engine fake`): the `conformance` crate's [`conformance::run`] /
-//! [`conformance::replay_with`] with a `store-fake` factory. **Not wired yet for ZFS**: there
-//! is no `ZfsStore` factory here yet, so for a ZFS target [`run_suite`] returns
-//! [`XtaskError::NotWired`], a conformance run exits with status 3 and says so, and it never
-//! reports a pass. Wiring ZFS means: a `StoreFactory` whose `fresh` makes a new dataset (or
-//! pool) under [`SuiteTarget::Zfs`]'s pool and opens `ZfsStore` there, passed to the same
-//! calls below. Everything around the seam (engines, pools, the VM, leak checks, the summary
-//! and the exit status) needs no change.
+//! [`run_suite`] picks the factory for the target (`store-fake` for [`SuiteTarget::Fake`], a
+//! [`ZfsStore`](store_zfs::ZfsStore) on a fresh child dataset per case for
+//! [`SuiteTarget::Zfs`]), sizes the suite for the lane ([`Budget`]), and calls
+//! [`conformance::run`] or [`conformance::replay_with`]. Everything around the seam (engines,
+//! pools, the VM, leak checks, the summary and the exit status) is the same for every target.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::fake_factory::FakeFactory;
+use super::lane::{Budget, Lane};
 use super::report::{CaseResult, CaseStatus, SuiteReport};
+use super::selftest;
+use super::zfs_factory::ZfsFactory;
 use crate::engine::ZfsKind;
 use crate::error::{Result, XtaskError};
 
@@ -27,7 +27,7 @@ pub enum SuiteTarget {
     Zfs {
         /// The pool name.
         pool: String,
-        /// Where its root dataset is mounted (what `ZfsStore` opens).
+        /// Where its root dataset is mounted.
         mountpoint: PathBuf,
         /// Which ZFS implementation serves it.
         kind: ZfsKind,
@@ -35,43 +35,117 @@ pub enum SuiteTarget {
 }
 
 /// Suite parameters from the command line.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuiteOptions {
-    /// Number of generated cases.
+    /// Which lane's default sizes to use.
+    pub lane: Lane,
+    /// Number of generated `sequences` cases.
     pub cases: Option<u32>,
+    /// Longest generated sequence.
+    pub max_ops: Option<usize>,
+    /// Cases of the `concurrency` property.
+    pub concurrency_cases: Option<u32>,
+    /// Compare only what each step touched.
+    pub quick_checks: bool,
     /// Seed for generated cases.
     pub seed: Option<u64>,
     /// A recorded failing sequence to replay.
     pub replay: Option<PathBuf>,
+    /// Run the suite's self-test (a deliberately broken store) instead of the suite.
+    pub self_test: bool,
 }
 
-/// Runs the conformance suite against `target`, printing progress on stdout.
-pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<SuiteReport> {
-    match target {
-        SuiteTarget::Fake => run_with(FakeFactory, opts).await,
-        SuiteTarget::Zfs { .. } => {
-            tracing::warn!(?target, "the conformance seam is not wired for ZFS yet");
-            Err(XtaskError::NotWired(
-                "xtask/src/conformance/seam.rs has no ZfsStore factory yet; nothing was \
-                 tested on ZFS"
-                    .into(),
-            ))
+impl SuiteOptions {
+    /// The options for `lane` with nothing overridden.
+    pub fn for_lane(lane: Lane) -> Self {
+        Self {
+            lane,
+            cases: None,
+            max_ops: None,
+            concurrency_cases: None,
+            quick_checks: false,
+            seed: None,
+            replay: None,
+            self_test: false,
         }
+    }
+
+    /// The suite's knobs: the suite defaults, the lane's budget, the `ZSTORE_CONFORMANCE_*`
+    /// variables, then these options.
+    ///
+    /// # Errors
+    /// A malformed `ZSTORE_CONFORMANCE_*` variable.
+    pub fn config(&self) -> Result<conformance::Config> {
+        let mut config = conformance::Config::default();
+        Budget::for_lane(self.lane).apply(&mut config);
+        let mut config = config
+            .with_env()
+            .map_err(|e| XtaskError::Invalid(format!("conformance settings: {e}")))?;
+        if let Some(n) = self.cases {
+            config.cases = n;
+        }
+        if let Some(n) = self.max_ops {
+            config.max_ops = n;
+        }
+        if let Some(n) = self.concurrency_cases {
+            config.concurrency_cases = n;
+        }
+        if self.quick_checks {
+            config.full_check_each_step = false;
+        }
+        if self.seed.is_some() {
+            config.seed = self.seed;
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the conformance suite (or its self-test) against `target`, printing progress on
+/// stdout.
+pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<SuiteReport> {
+    let mut config = opts.config()?;
+    match (target, opts.self_test) {
+        (SuiteTarget::Fake, false) => run_with(FakeFactory, opts, config).await,
+        (SuiteTarget::Zfs { pool, kind, .. }, false) => {
+            run_with(ZfsFactory::new(pool, *kind), opts, config).await
+        }
+        (SuiteTarget::Zfs { pool, kind, .. }, true) => {
+            selftest::configure(&mut config, opts);
+            let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
+            let mut report = run_with(factory, opts, config).await?;
+            report.self_test = Some(selftest::verdict(&report));
+            Ok(report)
+        }
+        (SuiteTarget::Fake, true) => Err(XtaskError::Invalid(
+            "the broken-store self-test wraps ZfsStore: use a ZFS engine".into(),
+        )),
     }
 }
 
 async fn run_with<F: conformance::StoreFactory>(
     factory: F,
     opts: &SuiteOptions,
+    mut config: conformance::Config,
 ) -> Result<SuiteReport> {
-    let mut config = conformance::Config::from_env()
-        .map_err(|e| XtaskError::Invalid(format!("conformance settings: {e}")))?;
-    if let Some(n) = opts.cases {
-        config.cases = n;
-    }
-    if opts.seed.is_some() {
-        config.seed = opts.seed;
-    }
+    println!(
+        "suite: {} sequences of up to {} steps ({} checks after each step), {} concurrency \
+         cases, load {} builds ({} at once){}",
+        config.cases,
+        config.max_ops,
+        if config.full_check_each_step {
+            "full"
+        } else {
+            "quick"
+        },
+        config.concurrency_cases,
+        config.load_builds,
+        config.load_jobs,
+        config
+            .only
+            .as_ref()
+            .map(|o| format!("; only {}", o.join(", ")))
+            .unwrap_or_default()
+    );
     let done = Arc::new(AtomicUsize::new(0));
     config.progress = Some(Arc::new(move |ev: &conformance::Progress| {
         print_progress(&done, ev)
@@ -85,7 +159,8 @@ async fn run_with<F: conformance::StoreFactory>(
     Ok(convert(&report))
 }
 
-/// One line per finished check, plus a note when a failing case is being shrunk.
+/// One line per finished check, a line every tenth case of a property (so a slow lane shows
+/// it is alive), and a note when a failing case is being shrunk.
 fn print_progress(done: &AtomicUsize, ev: &conformance::Progress) {
     match ev {
         conformance::Progress::CheckFinished {
@@ -100,6 +175,13 @@ fn print_progress(done: &AtomicUsize, ev: &conformance::Progress) {
                 took.as_secs_f64()
             );
         }
+        conformance::Progress::Case {
+            check,
+            done: d,
+            total,
+        } if *d == 1 || d % 10 == 0 || d == total => {
+            println!("      {check}: case {d}/{total}");
+        }
         conformance::Progress::Shrinking { check } => {
             println!("      {check}: a case failed, shrinking it");
         }
@@ -112,13 +194,19 @@ fn convert(report: &conformance::Report) -> SuiteReport {
         .checks
         .iter()
         .map(|c| {
-            let (status, message) = match &c.outcome {
-                conformance::CheckOutcome::Passed => (CaseStatus::Passed, None),
-                conformance::CheckOutcome::Skipped(why) => (CaseStatus::Skipped, Some(why.clone())),
+            let (status, mut message, steps) = match &c.outcome {
+                conformance::CheckOutcome::Passed => (CaseStatus::Passed, None, None),
+                conformance::CheckOutcome::Skipped(why) => {
+                    (CaseStatus::Skipped, Some(why.clone()), None)
+                }
                 conformance::CheckOutcome::Failed(f) => {
                     let mut m = f.message.clone();
                     if let Some(seq) = &f.sequence {
-                        m.push_str(&format!("\n{}", seq.script));
+                        m.push_str(&format!(
+                            "\nminimal failing sequence ({} steps):\n{}",
+                            seq.ops.len(),
+                            seq.script
+                        ));
                         if let Some(p) = &seq.saved_to {
                             m.push_str(&format!(
                                 "\nreplay: cargo xtask conformance --replay {}",
@@ -126,19 +214,31 @@ fn convert(report: &conformance::Report) -> SuiteReport {
                             ));
                         }
                     }
-                    (CaseStatus::Failed, Some(m))
+                    (
+                        CaseStatus::Failed,
+                        Some(m),
+                        f.sequence.as_ref().map(|s| s.ops.len()),
+                    )
                 }
             };
+            if let Some(detail) = &c.detail {
+                message = Some(match message {
+                    Some(m) => format!("{detail}\n{m}"),
+                    None => detail.clone(),
+                });
+            }
             CaseResult {
                 name: c.name.clone(),
                 status,
                 secs: c.took.as_secs_f64(),
                 message,
+                steps,
             }
         })
         .collect();
     SuiteReport {
         cases,
         seed: Some(report.seed),
+        self_test: None,
     }
 }

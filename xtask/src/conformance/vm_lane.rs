@@ -33,6 +33,7 @@ pub async fn run(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> Ru
                 exit_code: e.exit_code(),
             },
             leaks: None,
+            tests: Vec::new(),
         },
     }
 }
@@ -69,8 +70,22 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         "--prefix".into(),
         pool::prefix(s.prefix.as_deref()).into(),
     ];
+    // The guest's engine is `kernel`; its suite is sized for the VM lane.
+    argv.extend(["--lane".into(), "vm".into()]);
     if let Some(n) = s.cases {
         argv.extend(["--cases".into(), n.to_string().into()]);
+    }
+    if let Some(n) = s.lane.max_ops {
+        argv.extend(["--max-ops".into(), n.to_string().into()]);
+    }
+    if let Some(n) = s.lane.concurrency_cases {
+        argv.extend(["--concurrency-cases".into(), n.to_string().into()]);
+    }
+    if s.lane.quick_checks {
+        argv.push("--quick-checks".into());
+    }
+    if s.lane.self_test_broken_store {
+        argv.push("--self-test-broken-store".into());
     }
     if let Some(seed) = s.seed {
         argv.extend(["--seed".into(), seed.to_string().into()]);
@@ -86,10 +101,22 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         spec.argv
             .extend(["--replay".into(), ctl.join("replay").into()]);
     }
+    if s.lane.with_store_zfs_tests {
+        for (name, exe) in super::guest_tests::build(runner).await? {
+            let file = format!("test-{name}");
+            spec.argv
+                .extend(["--then-run-test".into(), ctl.join(&file).into()]);
+            spec.files.push((exe, file));
+        }
+    }
     spec.fetch.push("report.json".into());
     if let Ok(filter) = std::env::var("RUST_LOG") {
         spec.env.push(("RUST_LOG".into(), filter));
     }
+    // The suite's knobs set on the host apply in the guest too.
+    spec.env.extend(
+        std::env::vars().filter(|(k, _)| k.starts_with("ZSTORE_CONFORMANCE_") && k != "ZSTORE_CONFORMANCE_ARTIFACTS"),
+    );
     spec.mem_mib = args.vm.vm_mem;
     if let Some(c) = args.vm.vm_cpus {
         spec.cpus = c;
@@ -138,8 +165,12 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         image.manifest.kernel
     );
     let vm_error = |message: String, exit_code: u8| Outcome::Error { message, exit_code };
+    let mut tests = Vec::new();
     let (outcome_, pool, guest_leaks) = match (outcome.exit, guest_report) {
-        (GuestExit::Exited(_), Some(r)) => (r.outcome, r.pool, r.leaks),
+        (GuestExit::Exited(_), Some(r)) => {
+            tests = r.tests;
+            (r.outcome, r.pool, r.leaks)
+        }
         (GuestExit::Exited(code), None) => (
             vm_error(
                 format!("the guest command exited with {code} without writing a report"),
@@ -200,5 +231,6 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         pool,
         outcome: outcome_,
         leaks: Some(LeakReport { leftovers }),
+        tests,
     })
 }
