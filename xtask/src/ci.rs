@@ -30,7 +30,15 @@ pub struct CiArgs {
     pub skip: Vec<String>,
 }
 
-const STEPS: [&str; 7] = ["fmt", "clippy", "test", "fake", "zfs-fuse", "vm", "self-test"];
+const STEPS: [&str; 7] = [
+    "fmt",
+    "clippy",
+    "test",
+    "fake",
+    "zfs-fuse",
+    "vm",
+    "self-test",
+];
 
 /// What one step runs: one or more commands.
 fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
@@ -204,10 +212,8 @@ mod tests {
             .collect();
         for engine in ["zfs-fuse", "vm"] {
             assert!(
-                self_test
-                    .iter()
-                    .any(|a| a.contains(&engine.to_owned())
-                        && a.contains(&"--self-test-broken-store".to_owned())),
+                self_test.iter().any(|a| a.contains(&engine.to_owned())
+                    && a.contains(&"--self-test-broken-store".to_owned())),
                 "{self_test:?}"
             );
         }

@@ -24,13 +24,19 @@ pub async fn build(runner: &Runner) -> Result<Vec<(String, PathBuf)>> {
         .ok_or_else(|| XtaskError::Invalid("cannot find the workspace of xtask".into()))?;
     eprintln!("xtask: building store-zfs's integration tests for the guest");
     let out = runner
-        .check(&Cmd::new(cargo).arg("test").arg("--manifest-path").arg(manifest).args([
-            "-p",
-            "store-zfs",
-            "--tests",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ]))
+        .check(
+            &Cmd::new(cargo)
+                .arg("test")
+                .arg("--manifest-path")
+                .arg(manifest)
+                .args([
+                    "-p",
+                    "store-zfs",
+                    "--tests",
+                    "--no-run",
+                    "--message-format=json-render-diagnostics",
+                ]),
+        )
         .await?;
     let found = executables(&out.stdout);
     if found.is_empty() {

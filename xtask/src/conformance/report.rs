@@ -284,7 +284,11 @@ mod tests {
             secs: 3,
             summary: "test result: FAILED".into(),
         });
-        assert_eq!(r.exit_code(), EXIT_FAILED, "a failed guest test fails the run");
+        assert_eq!(
+            r.exit_code(),
+            EXIT_FAILED,
+            "a failed guest test fails the run"
+        );
         r.tests.clear();
         r.outcome = Outcome::Completed {
             report: suite(vec![case("a", true), case("b", false)]),

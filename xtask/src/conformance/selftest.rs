@@ -304,19 +304,22 @@ mod tests {
     #[test]
     fn copies_trees_with_modes_and_links() {
         use std::os::unix::fs::PermissionsExt;
-        let (a, b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+        let (a, b) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        );
         std::fs::create_dir(a.path().join("d")).expect("mkdir");
         std::fs::write(a.path().join("d/f"), "x").expect("write");
-        std::fs::set_permissions(
-            a.path().join("d/f"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .expect("chmod");
+        std::fs::set_permissions(a.path().join("d/f"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
         std::os::unix::fs::symlink("d/f", a.path().join("l")).expect("symlink");
         std::fs::write(b.path().join("old"), "y").expect("write");
         clear(b.path()).expect("clear");
         copy_contents(a.path(), b.path()).expect("copy");
-        assert_eq!(std::fs::read_to_string(b.path().join("d/f")).expect("f"), "x");
+        assert_eq!(
+            std::fs::read_to_string(b.path().join("d/f")).expect("f"),
+            "x"
+        );
         let mode = std::fs::metadata(b.path().join("d/f"))
             .expect("meta")
             .permissions()

@@ -114,9 +114,9 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         spec.env.push(("RUST_LOG".into(), filter));
     }
     // The suite's knobs set on the host apply in the guest too.
-    spec.env.extend(
-        std::env::vars().filter(|(k, _)| k.starts_with("ZSTORE_CONFORMANCE_") && k != "ZSTORE_CONFORMANCE_ARTIFACTS"),
-    );
+    spec.env.extend(std::env::vars().filter(|(k, _)| {
+        k.starts_with("ZSTORE_CONFORMANCE_") && k != "ZSTORE_CONFORMANCE_ARTIFACTS"
+    }));
     spec.mem_mib = args.vm.vm_mem;
     if let Some(c) = args.vm.vm_cpus {
         spec.cpus = c;

@@ -298,7 +298,17 @@ impl StoreFactory for ZfsFactory {
             case.set_last(store.clone());
         }
         let listing = self
-            .check(&["list", "-H", "-o", "name", "-t", "all", "-r", "--", &case.dataset])
+            .check(&[
+                "list",
+                "-H",
+                "-o",
+                "name",
+                "-t",
+                "all",
+                "-r",
+                "--",
+                &case.dataset,
+            ])
             .await?;
         let mut names: Vec<String> = listing
             .lines()
@@ -698,7 +708,11 @@ mod tests {
         use store_api::{CacheName, Id, StoreExt, User};
         let (a, b) = (Id::new("a").expect("id"), Id::new("b").expect("id"));
         store
-            .build(None, &a, |dir| async move { std::fs::write(dir.join("f"), "x") })
+            .build(
+                None,
+                &a,
+                |dir| async move { std::fs::write(dir.join("f"), "x") },
+            )
             .await
             .expect("build a");
         store
@@ -731,7 +745,13 @@ mod tests {
             .await
             .expect("list")
             .expect("some");
-        for name in ["", "/state", "/result/b", "/result/b@snap", "/result/a@snap"] {
+        for name in [
+            "",
+            "/state",
+            "/result/b",
+            "/result/b@snap",
+            "/result/a@snap",
+        ] {
             assert!(listing.contains(&name.to_owned()), "{name}: {listing:?}");
         }
         drop(store);
