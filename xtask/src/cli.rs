@@ -51,6 +51,14 @@ pub enum Command {
     /// --engine vm` runs inside the guest).
     #[command(hide = true)]
     RunBench(crate::bench::RunBenchArgs),
+    /// Crash safety with real processes: a child drives random operations on a store on a
+    /// fresh pool and is `kill -9`ed at random moments; after each kill the store is reopened
+    /// and checked against what the child journaled. Ends with "crash: N rounds, K kills, V
+    /// violations".
+    Crash(crate::crash::CrashArgs),
+    /// The child of `crash` (started by it, never by hand).
+    #[command(hide = true)]
+    CrashChild(crate::crash::CrashChildArgs),
 }
 
 /// Options shared by `conformance` and `run-suite`.

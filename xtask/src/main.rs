@@ -6,6 +6,8 @@
 //! - `vm build|run|info`: the cached Debian guest with OpenZFS built by zfs-dkms.
 //! - `engines`: which engines this machine has.
 //! - `ci`: every CI step in order (what `.ci/run` calls).
+//! - `crash`: kill -9 a process driving a store at random moments, reopen, check (crash
+//!   safety with real processes).
 //! - `bench`: per-operation cost of the ZFS store vs OBuilder's command sequences, and fake
 //!   store throughput.
 //!
@@ -18,6 +20,7 @@ mod ci;
 mod cli;
 mod commands;
 mod conformance;
+mod crash;
 mod engine;
 mod error;
 mod leaks;
@@ -73,6 +76,8 @@ async fn dispatch(command: Command) -> Result<u8> {
         Command::Ci(args) => ci::run(&runner, &cancel, &args).await,
         Command::Bench(args) => bench::bench(&runner, &cancel, &args).await,
         Command::RunBench(args) => bench::run_bench(&runner, &cancel, &args).await,
+        Command::Crash(args) => crash::crash(&runner, &cancel, &args).await,
+        Command::CrashChild(args) => crash::crash_child(&args).await,
     }
 }
 
