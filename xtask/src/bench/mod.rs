@@ -45,6 +45,11 @@ pub struct ZfsBenchArgs {
     /// Pairs per operation and phase [default: 30, or 10 with --quick].
     #[arg(long, value_name = "N")]
     pub iterations: Option<usize>,
+    /// Pairs per operation in the second phase [default: --iterations]. OBuilder's cache
+    /// release renames datasets, and on zfs-fuse each `zfs rename` walks the whole pool
+    /// (over 30 s at 2,000 results), so a full run may want fewer here.
+    #[arg(long, value_name = "N")]
+    pub large_iterations: Option<usize>,
     /// Existing results in the second phase [default: 2000, or 200 with --quick].
     #[arg(long, value_name = "N")]
     pub results: Option<usize>,
@@ -61,11 +66,13 @@ pub struct ZfsBenchArgs {
 
 impl ZfsBenchArgs {
     fn plan(&self) -> ZfsPlan {
+        let iterations = self
+            .iterations
+            .unwrap_or(if self.quick { 10 } else { 30 })
+            .max(1);
         ZfsPlan {
-            iterations: self
-                .iterations
-                .unwrap_or(if self.quick { 10 } else { 30 })
-                .max(1),
+            iterations,
+            large_iterations: self.large_iterations.unwrap_or(iterations).max(1),
             small: 10,
             large: self.results.unwrap_or(if self.quick { 200 } else { 2000 }),
         }
@@ -262,6 +269,9 @@ async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<Zf
     }
     if let Some(n) = z.results {
         argv.extend(["--results".into(), n.to_string().into()]);
+    }
+    if let Some(n) = z.large_iterations {
+        argv.extend(["--large-iterations".into(), n.to_string().into()]);
     }
     let mut spec = VmSpec::new(argv);
     spec.files.push((exe, "xtask".into()));

@@ -22,8 +22,10 @@ use crate::error::{Result, XtaskError};
 /// How big a ZFS run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZfsPlan {
-    /// Iterations (pairs) per operation and phase.
+    /// Iterations (pairs) per operation in the first phase.
     pub iterations: usize,
+    /// Iterations (pairs) per operation in the second phase.
+    pub large_iterations: usize,
     /// Existing results in the first phase.
     pub small: usize,
     /// Existing results in the second phase.
@@ -118,7 +120,11 @@ pub async fn run(
     fill(&ours, &baseline, &zfs, 0, plan.small, kind, cancel).await?;
     phases.push(harness.phase("s", plan.iterations, plan.small).await?);
     let fill_secs = fill(&ours, &baseline, &zfs, plan.small, plan.large, kind, cancel).await?;
-    phases.push(harness.phase("l", plan.iterations, plan.large).await?);
+    phases.push(
+        harness
+            .phase("l", plan.large_iterations, plan.large)
+            .await?,
+    );
     ours.idle().await;
     notes.push(format!(
         "existing results: ours are real builds (and keep up to {} read-only mounts); the \
