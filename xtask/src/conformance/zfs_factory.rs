@@ -3,10 +3,12 @@
 //! that the store left nothing behind, then destroys the child.
 //!
 //! Every command, the factory's own and the store's, goes through one injectable
-//! [`store_zfs::Runner`] ([`ZfsFactory::with_runner`]). Fault injection for the crash-safety
-//! sweep is meant to plug in here: an `open_with_faults` wraps the same runner in
-//! [`store_zfs::testing::FaultRunner`] and opens the case's dataset with [`ZfsFactory::open`],
-//! then reopens it with the plain runner ([`StoreFactory::reopen`]) to see what a crash left.
+//! [`store_zfs::Runner`] ([`ZfsFactory::with_runner`]). Fault injection for the suite's
+//! `fault_sweep`: [`StoreFactory::open_with_faults`] wraps that runner in a [`PlanRunner`],
+//! which asks the suite's [`FaultPlan`] before every `zfs`/`zpool` command (run it, fail it,
+//! or refuse it as if the process had died), and opens the case's dataset with
+//! [`ZfsFactory::open`]; the suite then reopens it with the plain runner
+//! ([`StoreFactory::reopen`]) to see what the fault left.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,9 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use conformance::{Capabilities, FactoryError, StoreFactory};
+use conformance::{Capabilities, FactoryError, FaultPlan, StoreFactory, Verdict};
 use store_api::Store;
-use store_zfs::{Cmd, CmdOutput, Runner, SystemRunner, ZfsOptions, ZfsStore};
+use store_zfs::{Cmd, CmdOutput, RunError, Runner, SystemRunner, ZfsOptions, ZfsStore};
 
 use crate::engine::ZfsKind;
 
@@ -264,7 +266,7 @@ impl StoreFactory for ZfsFactory {
             can_reopen: true,
             // `delete_cache` is refused with Busy exactly while a copy is out.
             may_return_busy: true,
-            ..Capabilities::default()
+            fault_injection: true,
         }
     }
 
@@ -287,6 +289,18 @@ impl StoreFactory for ZfsFactory {
 
     async fn reopen(&self, case: &ZfsCase) -> Result<Arc<dyn Store>, FactoryError> {
         Ok(Arc::new(self.open(case, Arc::clone(&self.runner)).await?))
+    }
+
+    async fn open_with_faults(
+        &self,
+        case: &ZfsCase,
+        plan: FaultPlan,
+    ) -> Result<Arc<dyn Store>, FactoryError> {
+        let runner = PlanRunner {
+            inner: Arc::clone(&self.runner),
+            plan,
+        };
+        Ok(Arc::new(self.open(case, Arc::new(runner)).await?))
     }
 
     async fn list_storage(&self, case: &ZfsCase) -> Result<Option<Vec<String>>, FactoryError> {
@@ -345,6 +359,32 @@ impl StoreFactory for ZfsFactory {
             )
             .into())
         }
+    }
+}
+
+/// The runner of a store opened by `open_with_faults`: every command first asks the plan,
+/// then runs, fails as a real command fails (exit 1), or is refused (the process "died").
+struct PlanRunner {
+    inner: Arc<dyn Runner>,
+    plan: FaultPlan,
+}
+
+#[async_trait]
+impl Runner for PlanRunner {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        // Held until the command has finished: the suite waits for none to be in flight.
+        let step = self.plan.step(cmd.to_string());
+        match step.verdict() {
+            Verdict::Proceed => self.inner.run(cmd).await,
+            Verdict::Fail => Ok(CmdOutput::failed(1, "injected failure\n")),
+            Verdict::Refuse => Err(RunError::Injected(
+                "refused: the process stopped (injected crash)".into(),
+            )),
+        }
+    }
+
+    async fn mount_table(&self) -> std::io::Result<String> {
+        self.inner.mount_table().await
     }
 }
 
