@@ -1,6 +1,6 @@
 //! [`CountingRunner`]: the `store_zfs::Runner` both stores under test go through, counting
 //! every `zfs`/`zpool` process it starts (syncing and not, and "dataset is busy" retries) and
-//! recording the command lines of the current measurement.
+//! recording the command lines (with how long each took) of the current measurement.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -78,7 +78,9 @@ impl CountingRunner {
 #[async_trait]
 impl Runner for CountingRunner {
     async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        let t0 = std::time::Instant::now();
         let out = self.inner.run(cmd).await;
+        let took = t0.elapsed();
         let mut st = self.state();
         if cmd.is_syncing() {
             st.counts.syncing += 1;
@@ -94,6 +96,7 @@ impl Runner for CountingRunner {
                 line.push_str(&format!("  [exit {}]", o.status.unwrap_or(-1)));
             }
         }
+        line.push_str(&format!("  ({:.1} ms)", took.as_secs_f64() * 1000.0));
         st.lines.push(line);
         out
     }
@@ -142,7 +145,12 @@ mod tests {
         assert_eq!((d.syncing, d.other, d.busy_failures), (3, 3, 1));
         assert_eq!(d.total(), 6);
         let lines = r.take_lines();
-        assert_eq!(lines[2], "zfs destroy p/x  [exit 1]");
+        assert!(
+            lines[2].starts_with("zfs destroy p/x  [exit 1]  ("),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[0].ends_with(" ms)"), "{}", lines[0]);
         assert!(r.take_lines().is_empty());
     }
 }
