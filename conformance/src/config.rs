@@ -64,10 +64,12 @@ pub struct Config {
     /// per kind of fault (failed step, stop), spread over the operation's steps (the first
     /// and the last always among them); `None` sweeps every step.
     pub fault_depth: Option<usize>,
-    /// The `fault_sweep` check starts no new fault case after this much time (every
-    /// operation is first probed and tried at its first and last step; the rest is tried in
-    /// an order that spreads over every operation's steps). `None`: no limit. The report says
-    /// how many faults were tried out of how many.
+    /// The `fault_sweep` check starts no new case after this much time. It first runs each
+    /// operation once without a fault (at least the first one runs), then injects faults in
+    /// an order that takes every operation in turn and spreads over each one's steps (the
+    /// first and last first), so a sweep cut short still covers every operation it probed.
+    /// `None`: no limit. The check's detail line says how many faults were injected, out of
+    /// how many possible, and what the budget cut.
     pub fault_budget: Option<Duration>,
     /// How many builds the `load` check runs (chains of 4 levels from one base).
     pub load_builds: usize,

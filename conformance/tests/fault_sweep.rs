@@ -102,3 +102,23 @@ async fn the_depth_limits_the_faults_tried() {
     let detail = detail(&report);
     assert!(detail.contains(" of "), "{detail}");
 }
+
+/// A time budget cuts the sweep short (after at least one operation), and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_time_budget_cuts_the_sweep_short_and_says_so() {
+    let report = conformance::run(
+        FakeFactory::new(BusyPolicy::ReportBusy),
+        Config {
+            fault_budget: Some(std::time::Duration::ZERO),
+            ..config()
+        },
+    )
+    .await;
+    report.assert_passed();
+    let detail = detail(&report);
+    assert!(
+        detail.contains("into 1 operations")
+            && detail.contains("before 9 of 10 operations were probed"),
+        "{detail}"
+    );
+}
