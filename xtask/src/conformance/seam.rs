@@ -104,21 +104,41 @@ impl SuiteOptions {
 /// stdout.
 pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<SuiteReport> {
     let mut config = opts.config()?;
+    if opts.self_test && opts.replay.is_none() {
+        selftest::configure(&mut config, opts);
+        let (mut report, cases) = match target {
+            SuiteTarget::Fake => {
+                let factory = selftest::BrokenFactory::new(FakeFactory);
+                let cases = factory.counter();
+                (run_with(factory, opts, config).await?, cases)
+            }
+            SuiteTarget::Zfs { pool, kind, .. } => {
+                let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
+                let cases = factory.counter();
+                (run_with(factory, opts, config).await?, cases)
+            }
+        };
+        let mut verdict = selftest::verdict(&report);
+        verdict.explanation.push_str(&format!(
+            " ({} cases run, shrinking included)",
+            cases.load(Ordering::Relaxed)
+        ));
+        report.self_test = Some(verdict);
+        return Ok(report);
+    }
     match (target, opts.self_test) {
         (SuiteTarget::Fake, false) => run_with(FakeFactory, opts, config).await,
         (SuiteTarget::Zfs { pool, kind, .. }, false) => {
             run_with(ZfsFactory::new(pool, *kind), opts, config).await
         }
-        (SuiteTarget::Zfs { pool, kind, .. }, true) => {
-            selftest::configure(&mut config, opts);
-            let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
-            let mut report = run_with(factory, opts, config).await?;
-            report.self_test = Some(selftest::verdict(&report));
-            Ok(report)
+        // Replaying a sequence the self-test saved: against the same broken store.
+        (SuiteTarget::Fake, true) => {
+            run_with(selftest::BrokenFactory::new(FakeFactory), opts, config).await
         }
-        (SuiteTarget::Fake, true) => Err(XtaskError::Invalid(
-            "the broken-store self-test wraps ZfsStore: use a ZFS engine".into(),
-        )),
+        (SuiteTarget::Zfs { pool, kind, .. }, true) => {
+            let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
+            run_with(factory, opts, config).await
+        }
     }
 }
 
