@@ -219,13 +219,15 @@ async fn on_storage(
         r.wrong.push(w);
     }
     if used {
+        // Already used while running (the same builds and cache updates): reading
+        // everything back through the reopened store is what is left to check.
         r.wrong
             .extend(check_items(&store, user, &after_use(&items), false).await);
     } else {
         r.wrong
             .extend(check_items(&store, user, &items, succeeded).await);
+        r.wrong.extend(usable(&store, user, op).await);
     }
-    r.wrong.extend(usable(&store, user, op).await);
     r
 }
 
