@@ -13,15 +13,31 @@ use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 ///
 /// zfs-fuse returns from `umount` before the daemon releases the dataset, so a `destroy`,
 /// `rename` or `mount` right after an unmount often fails with EBUSY and succeeds a few
-/// milliseconds later. Only that message is retried; "target is busy" (a process really uses
-/// the mount) is not, because waiting would not help and forcing it can wedge zfs-fuse.
+/// milliseconds later. Only that message is retried; an unmount refused because a process
+/// really uses the mount ("target is busy" on zfs-fuse, "cannot unmount …: pool or dataset
+/// is busy" on OpenZFS) is not, because waiting would not help and forcing it can wedge
+/// zfs-fuse.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 /// See [`FIRST_BACKOFF`].
 pub const TOTAL_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether stderr says the dataset was transiently busy (the only case that is retried).
+///
+/// An unmount refused because a process uses the mount is not transient, whatever the
+/// wording: zfs-fuse passes on umount's "target is busy", OpenZFS says "cannot unmount
+/// '<mountpoint>': pool or dataset is busy" (see [`is_mount_in_use`]).
 pub fn is_transient_busy(stderr: &str) -> bool {
-    stderr.contains("dataset is busy") || stderr.contains("mountpoint or dataset is busy")
+    (stderr.contains("dataset is busy") || stderr.contains("mountpoint or dataset is busy"))
+        && !is_mount_in_use(stderr)
+}
+
+/// Whether stderr says an unmount was refused because a process uses the mount: umount's
+/// "target is busy" (zfs-fuse) or "cannot unmount '…': pool or dataset is busy" (OpenZFS).
+/// Waiting would not help; the store carries on (snapshots a build directory mounted,
+/// retries a destroy later) instead.
+pub fn is_mount_in_use(stderr: &str) -> bool {
+    stderr.contains("target is busy")
+        || (stderr.contains("cannot unmount") && stderr.contains("is busy"))
 }
 
 /// Whether a store error is a command that failed because the dataset does not exist.
@@ -34,10 +50,11 @@ pub fn is_missing(err: &StoreError) -> bool {
             || f.stderr.contains("could not find any snapshots to destroy"))
 }
 
-/// Whether a store error is an unmount refused because a process uses the mount.
+/// Whether a store error is an unmount refused because a process uses the mount (or a
+/// dataset that stayed busy through the retries).
 pub fn is_in_use(err: &StoreError) -> bool {
     matches!(err, StoreError::Command(f)
-        if f.stderr.contains("target is busy") || f.stderr.contains("umount failed")
+        if is_mount_in_use(&f.stderr) || f.stderr.contains("umount failed")
             || is_transient_busy(&f.stderr))
 }
 
@@ -342,6 +359,23 @@ mod tests {
         assert_eq!(f.argv, ["zfs", "unmount", "--", "p/x"]);
         assert_eq!(f.status, Some(1));
         assert!(f.stderr.contains("target is busy"));
+
+        // OpenZFS words a mount in use as "pool or dataset is busy": not transient either
+        // (retrying it stalled every commit with a file still open by 5 s).
+        let r = Scripted::new(vec![Ok(CmdOutput::failed(
+            1,
+            "cannot unmount '/p/x': pool or dataset is busy\n",
+        ))]);
+        let err = Zfs::new(r.clone())
+            .unmount("p/x")
+            .await
+            .expect_err("not retried");
+        assert_eq!(r.asked(), ["zfs unmount -- p/x"]);
+        assert!(is_in_use(&err));
+        assert!(is_transient_busy("cannot destroy 'p/x': dataset is busy\n"));
+        assert!(!is_transient_busy(
+            "cannot unmount '/p/x': pool or dataset is busy\n"
+        ));
     }
 
     #[tokio::test]

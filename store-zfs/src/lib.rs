@@ -123,7 +123,10 @@
 //! milliseconds after `umount` returns) counts once: the retry policy lives in one place,
 //! retries only "dataset is busy" / "mountpoint or dataset is busy", waits 10 ms doubling,
 //! at most about 5 s in all, and never passes `-f` (a lazy unmount on zfs-fuse, which can
-//! wedge its daemon). Every command runs through one [`Runner`] (argument vectors, never a
+//! wedge its daemon). An unmount refused because a process uses the mount is not retried:
+//! zfs-fuse says "target is busy", OpenZFS "cannot unmount '…': pool or dataset is busy"
+//! ([`is_mount_in_use`]); the store snapshots a build directory mounted, or destroys a
+//! dataset later, instead of waiting. Every command runs through one [`Runner`] (argument vectors, never a
 //! shell; `--` before names except for `promote` and `set`, which do not accept it) in a
 //! `zfs_command` tracing span, and a failure keeps its argument vector, exit status and
 //! stderr ([`store_api::CommandFailure`]).
@@ -227,7 +230,7 @@ mod state;
 mod store;
 pub mod testing;
 
-pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_transient_busy};
+pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_mount_in_use, is_transient_busy};
 pub use engine::Engine;
 pub use layout::{DELETED_PROPERTY, MAX_ROOT_LEN, RESULT_SNAP};
 pub use names::{NAME_PROPERTY, escape as escape_cache_name, unescape as unescape_cache_name};

@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use common::{cname, id, leftovers, open, pool, read};
 use store_api::{ReleaseOutcome, Store, StoreExt, User};
+use store_zfs::ZfsStore;
 
-async fn settle(pool: &impl Env, expected: &[&str]) -> Vec<String> {
-    // Background cleanups run in their own tasks; give them a moment.
+async fn settle(store: &ZfsStore, pool: &impl Env, expected: &[&str]) -> Vec<String> {
+    // Background cleanups run in their own tasks: wait for them (polling the pool alone is
+    // not enough on a slow engine, where a `zfs create` of a dropped build may still be
+    // running when the first listing is taken).
+    store.wait_idle().await;
     for _ in 0..100 {
         if leftovers(pool, expected).is_empty() {
             break;
@@ -52,7 +56,7 @@ async fn panic_and_cancel_record_nothing_on(pool: &impl Env) {
     let payload = joined.expect_err("panicked").into_panic();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
     assert_eq!(store.result(&a).await.expect("r"), None);
-    assert!(settle(&pool, &[]).await.is_empty());
+    assert!(settle(&store, &pool, &[]).await.is_empty());
 
     // Cancellation while the build function runs.
     let cancelled = tokio::time::timeout(
@@ -67,7 +71,7 @@ async fn panic_and_cancel_record_nothing_on(pool: &impl Env) {
     assert!(cancelled.is_err(), "timed out");
     assert_eq!(store.result(&a).await.expect("r"), None);
     assert!(
-        settle(&pool, &[]).await.is_empty(),
+        settle(&store, &pool, &[]).await.is_empty(),
         "{:?}",
         leftovers(&pool, &[])
     );
@@ -99,7 +103,7 @@ async fn panic_and_cancel_record_nothing_on(pool: &impl Env) {
             }
         }
         assert!(
-            settle(&pool, &[]).await.is_empty(),
+            settle(&store, &pool, &[]).await.is_empty(),
             "polls {polls}: {:?}",
             leftovers(&pool, &[])
         );
@@ -168,7 +172,7 @@ async fn dropped_leases_and_acquires_are_discarded_on(pool: &impl Env) {
     drop(lease);
     store.delete_cache(&c).await.expect("delete");
     assert!(
-        settle(&pool, &[]).await.is_empty(),
+        settle(&store, &pool, &[]).await.is_empty(),
         "{:?}",
         leftovers(&pool, &kept)
     );

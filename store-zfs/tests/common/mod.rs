@@ -91,8 +91,20 @@ pub fn pool(test: &str) -> Option<TestPool> {
     Some(TestPool::create(&prefix).expect("create test pool"))
 }
 
+/// Sends the store's tracing (every command, at debug) to the test output when `RUST_LOG`
+/// asks for it, e.g. `RUST_LOG=store_zfs=debug`.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Opens a store on the pool's root with a recording runner.
 pub async fn open(pool: &impl Env) -> (ZfsStore, Arc<RecordingRunner>) {
+    init_tracing();
     let rec = RecordingRunner::new(pool.runner());
     let store = ZfsStore::open(
         pool.location(),

@@ -181,7 +181,7 @@ impl ZfsFactory {
                 last = Some(format!("`zfs destroy -r -- {ds}`: {}", out.stderr.trim()));
             }
             let last = last.unwrap_or_default();
-            if !store_zfs::is_transient_busy(&last) && !last.contains("target is busy") {
+            if !store_zfs::is_transient_busy(&last) && !store_zfs::is_mount_in_use(&last) {
                 return Err(last.into());
             }
             if started.elapsed() > DESTROY_LIMIT {
