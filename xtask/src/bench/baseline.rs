@@ -388,3 +388,127 @@ impl Obuilder {
         self.ds(&Self::result_ds(id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use store_zfs::{Cmd, CmdOutput, RunError, Runner};
+
+    use super::*;
+
+    /// Answers like ZFS for a set of existing datasets, and records every command.
+    #[derive(Default)]
+    struct Script {
+        existing: Mutex<HashSet<String>>,
+        log: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Runner for Script {
+        async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+            self.log.lock().expect("lock").push(cmd.to_string());
+            let last = cmd.args.last().cloned().unwrap_or_default();
+            let existing = self.existing.lock().expect("lock");
+            Ok(match cmd.subcommand() {
+                Some("list") if existing.contains(&last) => CmdOutput::ok(format!("{last}\n")),
+                Some("list") => CmdOutput::failed(1, "dataset does not exist"),
+                Some("get") => CmdOutput::ok(format!("{last}\tmounted\tno\t-\n")),
+                _ => CmdOutput::ok(""),
+            })
+        }
+        async fn mount_table(&self) -> std::io::Result<String> {
+            Ok(String::new())
+        }
+    }
+
+    fn take(s: &Script) -> Vec<String> {
+        std::mem::take(&mut *s.log.lock().expect("lock"))
+    }
+
+    #[tokio::test]
+    async fn verbatim_sequences_are_obuilders() {
+        let script = Arc::new(Script::default());
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for g in ["state", "result", "cache", "cache-tmp", "cache/c-x"] {
+            std::fs::create_dir_all(tmp.path().join(g)).expect("mkdir");
+        }
+        let ob = Obuilder::create(
+            Zfs::new(script.clone()),
+            "p/ob",
+            tmp.path().to_owned(),
+            Dialect::Verbatim,
+        )
+        .await
+        .expect("create");
+        take(&script);
+        script.existing.lock().expect("lock").extend(
+            [
+                "p/ob/result/a",
+                "p/ob/result/a@snap",
+                "p/ob/cache/c-x",
+                "p/ob/cache/c-x@snap",
+            ]
+            .map(str::to_owned),
+        );
+
+        ob.prepare(Some("a"), "b").await.expect("prepare");
+        ob.commit("b").await.expect("commit");
+        assert_eq!(
+            take(&script),
+            [
+                "zfs list -p -H p/ob/result/b",
+                "zfs clone -o canmount=noauto -- p/ob/result/a@snap p/ob/result/b",
+                "zfs mount p/ob/result/b",
+                "zfs list -H -r -o name p/ob/result/a",
+                "zfs snapshot -r -- p/ob/result/b@snap",
+            ]
+        );
+
+        assert!(ob.result("a").await.expect("result").is_some());
+        assert_eq!(
+            take(&script),
+            [
+                "zfs list -p -H p/ob/result/a@snap",
+                "zfs get -pH mounted p/ob/result/a",
+                "zfs mount -- p/ob/result/a",
+                "zfs get -pH mounted p/ob/result/a@snap",
+                "zfs mount -- p/ob/result/a@snap",
+            ]
+        );
+
+        let lease = ob.cache("x").await.expect("cache");
+        assert_eq!(
+            take(&script),
+            [
+                "zfs list -p -H p/ob/cache/c-x",
+                "zfs list -p -H p/ob/cache/c-x@snap",
+                "zfs clone -- p/ob/cache/c-x@snap p/ob/cache-tmp/0-c-x",
+            ]
+        );
+        assert!(ob.release(lease).await.expect("release"));
+        assert_eq!(
+            take(&script),
+            [
+                "zfs rename -- p/ob/cache/c-x p/ob/cache-tmp/1-c-x",
+                "zfs promote p/ob/cache-tmp/0-c-x",
+                "zfs destroy -f -- p/ob/cache-tmp/1-c-x",
+                "zfs rename -- p/ob/cache-tmp/0-c-x@snap p/ob/cache-tmp/0-c-x@old-0",
+                "zfs destroy -d -- p/ob/cache-tmp/0-c-x@old-0",
+                "zfs snapshot -r -- p/ob/cache-tmp/0-c-x@snap",
+                "zfs rename -- p/ob/cache-tmp/0-c-x p/ob/cache/c-x",
+            ]
+        );
+
+        ob.delete("a").await.expect("delete");
+        assert_eq!(
+            take(&script),
+            [
+                "zfs list -p -H p/ob/result/a",
+                "zfs destroy -R -f -- p/ob/result/a",
+            ]
+        );
+    }
+}
