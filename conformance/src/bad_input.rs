@@ -80,37 +80,26 @@ fn invalid_cache_names() -> Vec<String> {
 }
 
 /// Valid cache names that a careless backend would turn into paths, options or other
-/// datasets; the documented behaviour is that each is a cache of its own.
+/// datasets; the documented behaviour is that each is a cache of its own. (Escaping and
+/// separation of look-alike names, `%`, `-R`, `..` and non-ASCII ones, is the business of
+/// `a_cache_name_that_needs_escaping_works_and_stays_separate`; here every name costs a few
+/// commands, which add up on a slow backend.)
 fn hostile_cache_names(root_component: &str) -> Vec<String> {
     let mut v: Vec<String> = [
         "/",
         "a/b",
         "../state",
-        "../../etc",
-        "..",
         ".",
-        "-R",
         "--",
-        "-",
         "a@b",
         "c@v1",
-        "%",
-        "%2f",
         "#",
         "a\nb",
         " ",
-        " lead",
         "tab\tx",
         "pool/other",
         "state",
-        "result",
-        "cache",
-        "g1",
-        "c-x",
-        "café",
-        "\u{1f600}",
         "$(touch x)",
-        "*",
     ]
     .iter()
     .map(|s| (*s).to_owned())
