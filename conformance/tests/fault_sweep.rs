@@ -118,7 +118,7 @@ async fn the_time_budget_cuts_the_sweep_short_and_says_so() {
     let detail = detail(&report);
     assert!(
         detail.contains("into 1 operations")
-            && detail.contains("before 9 of 10 operations were probed"),
+            && detail.contains("before 9 of 10 operations were tried"),
         "{detail}"
     );
 }

@@ -19,9 +19,12 @@
 //! before or after the operation (no temporary left), and the store fully usable: the same
 //! ids build again, caches update and delete. The factory's teardown then checks for leaks.
 //!
-//! [`Config::fault_depth`](crate::Config::fault_depth) and
-//! [`Config::fault_budget`](crate::Config::fault_budget) bound the cost on slow backends;
-//! the check's detail line says how many faults it injected out of how many.
+//! Order: each operation in turn is run without a fault and then stopped half-way; then
+//! every other fault, one operation after another, spread over each operation's steps (first
+//! and last step first). So [`Config::fault_budget`](crate::Config::fault_budget) (a time
+//! limit) and [`Config::fault_depth`](crate::Config::fault_depth) (faults per operation and
+//! kind) bound the cost on slow backends while keeping the coverage spread; the check's detail
+//! line says how many faults it injected out of how many possible.
 
 mod case;
 mod ops;
@@ -31,7 +34,7 @@ mod state;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use case::{CaseResult, run_case};
+use case::run_case;
 use ops::SweepOp;
 pub(crate) use state::files_at;
 
@@ -51,9 +54,69 @@ struct OpRecord {
     op: SweepOp,
     steps: usize,
     log: Vec<String>,
-    after: Option<Vec<String>>,
+    /// Listings after a reopen: stopped before the first step, and after the last.
     before: Option<Vec<String>>,
+    after: Option<Vec<String>>,
+    /// Listings of other stops, compared once `before` and `after` are known.
+    pending: Vec<(Fault, Vec<String>)>,
     faults: Vec<Fault>,
+}
+
+/// The sweep's running state.
+struct Sweep<'a> {
+    ctx: &'a Ctx,
+    config: &'a Config,
+    started: Instant,
+    records: Vec<OpRecord>,
+    wrong: Vec<String>,
+    /// (failed steps, stops) injected.
+    tried: (usize, usize),
+    not_reached: usize,
+    listed: bool,
+    cut: usize,
+}
+
+impl Sweep<'_> {
+    fn over_budget(&self) -> bool {
+        self.config
+            .fault_budget
+            .is_some_and(|b| self.started.elapsed() > b)
+    }
+
+    /// Runs operation `k` with `fault` and records what it found.
+    async fn inject(&mut self, k: usize, fault: Fault) {
+        let op = self.records[k].op;
+        let r = run_case(self.ctx, op, fault, self.cut).await;
+        if let Some(h) = &r.harness {
+            self.wrong.push(format!(
+                "{} ({fault}): the case could not run: {h}",
+                op.name()
+            ));
+            return;
+        }
+        match fault {
+            Fault::FailStep(_) if !r.struck => self.not_reached += 1,
+            Fault::FailStep(_) => self.tried.0 += 1,
+            _ => self.tried.1 += 1,
+        }
+        self.listed |= r.listing.is_some();
+        note(&mut self.wrong, op, fault, &r.log, &r.wrong);
+        let rec = &mut self.records[k];
+        if let (Fault::StopAfter(n), Some(listing)) = (fault, r.listing) {
+            match n {
+                0 => rec.before = Some(listing),
+                n if n == rec.steps => rec.after = Some(listing),
+                _ => rec.pending.push((fault, listing)),
+            }
+        }
+        if let (Some(before), Some(after)) = (&rec.before, &rec.after) {
+            for (fault, got) in std::mem::take(&mut rec.pending) {
+                if let Some(p) = listing_problem(before, after, &got) {
+                    note(&mut self.wrong, op, fault, &rec.log, &[p]);
+                }
+            }
+        }
+    }
 }
 
 /// Runs the sweep; returns the outcome and a one-line summary.
@@ -74,100 +137,104 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
             None,
         );
     }
-    let started = Instant::now();
-    let over_budget = || config.fault_budget.is_some_and(|b| started.elapsed() > b);
-    let mut wrong: Vec<String> = Vec::new();
+    let mut sw = Sweep {
+        ctx: &ctx,
+        config,
+        started: Instant::now(),
+        records: Vec::new(),
+        wrong: Vec::new(),
+        tried: (0, 0),
+        not_reached: 0,
+        listed: false,
+        cut: 0,
+    };
 
-    // Probe every operation without a fault: its steps, and the state after it. The time
-    // budget bounds this too (a slow backend may probe only some operations; at least one).
-    let mut records = Vec::new();
-    let mut cut = 0;
+    // Each operation in turn: once without a fault (its steps, and a check that it works),
+    // then stopped half-way. The time budget bounds this too: a slow backend may get through
+    // only some operations (at least one).
+    let mut headline = Vec::new();
     for op in SweepOp::ALL {
-        if !records.is_empty() && over_budget() {
+        if !sw.records.is_empty() && sw.over_budget() {
             break;
         }
         if op == SweepOp::Open {
             // Where the `open-after-crash` prelude stops: half-way through its release.
-            cut = match prelude_cut(&ctx).await {
+            sw.cut = match prelude_cut(&ctx).await {
                 Ok(cut) => cut,
                 Err(e) => return failed(e, None),
             };
         }
-        let r = run_case(&ctx, op, Fault::None, cut).await;
+        let r = run_case(&ctx, op, Fault::None, sw.cut).await;
         if let Some(h) = r.harness {
             return failed(format!("{}: {h}", op.name()), None);
         }
-        note(&mut wrong, op, Fault::None, &r.log, &r.wrong);
-        records.push(OpRecord {
+        sw.listed |= r.listing.is_some();
+        note(&mut sw.wrong, op, Fault::None, &r.log, &r.wrong);
+        let first = Fault::StopAfter(r.steps / 2);
+        sw.records.push(OpRecord {
             op,
             steps: r.steps,
-            faults: order::faults(r.steps, config.fault_depth),
+            faults: order::faults(r.steps, config.fault_depth)
+                .into_iter()
+                .filter(|f| *f != first)
+                .collect(),
             log: r.log,
-            after: None,
             before: None,
+            after: None,
+            pending: Vec::new(),
         });
+        if !sw.over_budget() {
+            sw.inject(sw.records.len() - 1, first).await;
+            headline.push(first);
+        }
     }
-    let unprobed = SweepOp::ALL.len() - records.len();
-    let planned = order::round_robin(&records.iter().map(|r| r.faults.clone()).collect::<Vec<_>>());
-    let total = u32::try_from(planned.len()).unwrap_or(u32::MAX);
-    let possible: usize = records.iter().map(|r| 2 * r.steps + 1).sum();
+    let unprobed = SweepOp::ALL.len() - sw.records.len();
 
-    let mut tried = (0usize, 0usize); // (failed steps, stops)
-    let mut not_reached = 0usize;
+    // Then every other fault, one operation after the other, spread over their steps.
+    let planned = order::round_robin(
+        &sw.records
+            .iter()
+            .map(|r| r.faults.clone())
+            .collect::<Vec<_>>(),
+    );
+    let total = u32::try_from(planned.len() + headline.len()).unwrap_or(u32::MAX);
+    let possible: usize = sw.records.iter().map(|r| 2 * r.steps + 1).sum();
     let mut cut_short = None;
     for (done, (k, fault)) in planned.iter().enumerate() {
-        if over_budget() {
+        if sw.over_budget() || sw.wrong.len() >= MAX_REPORTED {
             cut_short = Some(planned.len() - done);
             break;
         }
-        if wrong.len() >= MAX_REPORTED {
-            cut_short = Some(planned.len() - done);
-            break;
-        }
-        let rec = &mut records[*k];
-        let r = run_case(&ctx, rec.op, *fault, cut).await;
-        if let Some(h) = &r.harness {
-            wrong.push(format!(
-                "{} ({fault}): the case could not run: {h}",
-                rec.op.name()
-            ));
-            continue;
-        }
-        match fault {
-            Fault::FailStep(_) if !r.struck => not_reached += 1,
-            Fault::FailStep(_) => tried.0 += 1,
-            _ => tried.1 += 1,
-        }
-        let mut found = r.wrong.clone();
-        found.extend(listing_problem(rec, *fault, &r));
-        note(&mut wrong, rec.op, *fault, &r.log, &found);
+        sw.inject(*k, *fault).await;
         config.emit(Progress::Case {
             check: FAULT_SWEEP.into(),
-            done: u32::try_from(done + 1).unwrap_or(u32::MAX),
+            done: u32::try_from(headline.len() + done + 1).unwrap_or(u32::MAX),
             total,
         });
     }
+    let compared_late = sw.records.iter().map(|r| r.pending.len()).sum::<usize>();
 
+    let (tried, wrong) = (sw.tried, &sw.wrong);
     let mut detail = format!(
         "{} faults injected ({} failed steps, {} stops) into {} operations of {} steps in all",
         tried.0 + tried.1,
         tried.0,
         tried.1,
-        records.len(),
-        records.iter().map(|r| r.steps).sum::<usize>(),
+        sw.records.len(),
+        sw.records.iter().map(|r| r.steps).sum::<usize>(),
     );
     if unprobed > 0 {
         let _ = write!(
             detail,
-            "; time budget reached before {unprobed} of {} operations were probed",
+            "; time budget reached before {unprobed} of {} operations were tried",
             SweepOp::ALL.len()
         );
     }
-    if tried.0 + tried.1 + not_reached < possible {
+    if tried.0 + tried.1 + sw.not_reached < possible {
         let _ = write!(detail, "; {} of {possible} possible", tried.0 + tried.1);
     }
-    if not_reached > 0 {
-        let _ = write!(detail, "; {not_reached} failed steps never reached");
+    if sw.not_reached > 0 {
+        let _ = write!(detail, "; {} failed steps never reached", sw.not_reached);
     }
     match cut_short {
         Some(n) if wrong.len() >= MAX_REPORTED => {
@@ -181,18 +248,24 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
         }
         None => {}
     }
-    if records.iter().all(|r| r.before.is_none()) {
+    if !sw.listed {
         detail.push_str("; no storage listing (the factory cannot list)");
+    } else if compared_late > 0 {
+        let _ = write!(
+            detail,
+            "; {compared_late} listings not compared (the stops before the first and after \
+             the last step were not reached)"
+        );
     }
-    let _ = write!(detail, "; {:.0} s", started.elapsed().as_secs_f64());
+    let _ = write!(detail, "; {:.0} s", sw.started.elapsed().as_secs_f64());
     if wrong.is_empty() {
         return (CheckOutcome::Passed, Some(detail));
     }
     let mut message = format!("{} broken promise(s) after injected faults:\n", wrong.len());
-    for w in &wrong {
+    for w in wrong {
         let _ = writeln!(message, "- {w}");
     }
-    for rec in &records {
+    for rec in &sw.records {
         if wrong.iter().any(|w| w.starts_with(rec.op.name())) {
             let _ = writeln!(
                 message,
@@ -236,20 +309,7 @@ fn note(wrong: &mut Vec<String>, op: SweepOp, fault: Fault, log: &[String], foun
 /// behind (or a half-done change). Only stops are compared: a store whose step failed kept
 /// running, and what the sweep then read through it (a cache is created by reading it)
 /// changes the storage; leftovers of those cases are the teardown's leak check's business.
-fn listing_problem(rec: &mut OpRecord, fault: Fault, r: &CaseResult) -> Option<String> {
-    let got = r.listing.as_ref()?;
-    match fault {
-        Fault::StopAfter(0) => {
-            rec.before = Some(got.clone());
-            return None;
-        }
-        Fault::StopAfter(n) if n == rec.steps => {
-            rec.after = Some(got.clone());
-        }
-        Fault::StopAfter(_) => {}
-        _ => return None,
-    }
-    let (before, after) = (rec.before.as_ref()?, rec.after.as_ref()?);
+fn listing_problem(before: &[String], after: &[String], got: &[String]) -> Option<String> {
     if got == before || got == after {
         return None;
     }
