@@ -127,11 +127,11 @@ pub async fn run(
     );
     ours.idle().await;
     notes.push(format!(
-        "existing results: ours are real builds (and keep up to {} read-only mounts); the \
+        "existing results: ours are real builds (and keep {} read-only mounts); the \
          baseline's are `zfs create -o canmount=noauto` + `zfs snapshot -r` (OBuilder's own \
          builds would leave every result mounted, which a zfs-fuse daemon cannot serve past \
          1000 mounts)",
-        cap.map_or("unlimited".to_owned(), |c| c.to_string())
+        cap.map_or("every".to_owned(), |c| format!("at most {c}"))
     ));
     notes.push(
         "OBuilder's `chown` processes run in-process in the baseline (not zfs processes; \

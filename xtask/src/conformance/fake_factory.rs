@@ -9,7 +9,7 @@ use store_api::Store;
 use store_fake::{BusyPolicy, FakeStore};
 
 /// Opens fake stores under fresh temporary directories.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct FakeFactory;
 
 #[async_trait]

@@ -45,15 +45,23 @@ pub struct Budget {
     /// Time after which `fault_sweep` starts no new fault case (it runs only for factories
     /// with fault injection).
     pub fault_budget: Duration,
+    /// How many groups of checks run at once (each check on its own stores, so they do not
+    /// interfere). Above 1 only in the guest, whose two vCPUs otherwise idle while one `zfs`
+    /// command at a time is emulated.
+    pub parallel: usize,
 }
 
 impl Budget {
-    /// The defaults of `lane`. Measured on the 2-core CI machine (see `cargo xtask
-    /// conformance` timings): zfs-fuse runs the suite's full size in about 2.5 minutes
-    /// (limit 5); in the guest one `sequences` case of up to 12 steps costs ~10–15 s and a
-    /// `concurrency` case ~17 s, and the named scenarios alone ~3.5 minutes, so the VM lane
-    /// runs few, short cases with per-step checks limited to what each step touched (limit 8
-    /// minutes, boot included).
+    /// The defaults of `lane`, measured on the 2-core CI machine (limits: zfs-fuse 5 minutes,
+    /// VM 8 minutes with boot).
+    ///
+    /// - zfs-fuse: a `sequences` case of up to 40 steps with full checks costs ~1 s, a
+    ///   `load` build ~1 s (four at once), the scenarios ~20 s; the fault sweep tries its
+    ///   ~110 faults in ~75 s. 100 cases, 32 load builds: about 4 minutes.
+    /// - VM: every `zfs` command costs 100–200 ms under TCG; the named scenarios alone take
+    ///   ~5 minutes one after the other (`bad_input_changes_nothing` ~80 s), a `sequences`
+    ///   case of up to 12 steps with quick checks ~10 s, a `concurrency` case ~17 s. The
+    ///   checks run in two groups at once (the guest has two vCPUs).
     pub fn for_lane(lane: Lane) -> Self {
         let suite = conformance::Config::default();
         let full = Budget {
@@ -64,14 +72,17 @@ impl Budget {
             load_builds: suite.load_builds,
             load_jobs: suite.load_jobs,
             fault_budget: suite.fault_budget.unwrap_or(Duration::from_secs(180)),
+            parallel: 1,
         };
         match lane {
             Lane::Fake | Lane::Kernel => full,
             // The daemon is shared by every user of the machine and deadlocked under many
             // concurrent builds in the benchmark: a smaller load keeps it safe.
             Lane::ZfsFuse => Budget {
-                load_builds: 60,
+                cases: 100,
+                load_builds: 32,
                 load_jobs: 4,
+                fault_budget: Duration::from_secs(75),
                 ..full
             },
             Lane::Vm => Budget {
@@ -82,6 +93,7 @@ impl Budget {
                 load_builds: 16,
                 load_jobs: 4,
                 fault_budget: Duration::from_secs(60),
+                parallel: 2,
             },
         }
     }
@@ -98,6 +110,49 @@ impl Budget {
     }
 }
 
+/// A rough cost of each check, in seconds in the guest, for balancing the groups that run at
+/// once ([`Budget::parallel`]). Measured on the VM lane; a check missing here counts as 10 s.
+fn estimated_secs(check: &str, config: &conformance::Config) -> f64 {
+    let per_op = if config.full_check_each_step {
+        2.5
+    } else {
+        0.8
+    };
+    match check {
+        "sequences" => f64::from(config.cases) * (3.0 + per_op * config.max_ops as f64 / 2.0),
+        "concurrency" => f64::from(config.concurrency_cases) * 17.0,
+        "load" => 3.0 * config.load_builds as f64 / config.load_jobs.max(1) as f64 + 10.0,
+        "fault_sweep" => config.fault_budget.map_or(300.0, |b| b.as_secs_f64()),
+        "bad_input_changes_nothing" => 80.0,
+        "the_first_release_of_a_generation_wins_in_every_order" => 42.0,
+        "a_cache_name_that_needs_escaping_works_and_stays_separate" => 38.0,
+        "a_deep_chain_of_builds_keeps_every_layer" => 25.0,
+        _ => 10.0,
+    }
+}
+
+/// Splits `checks` into at most `groups` groups of about equal estimated cost (largest
+/// first, each to the cheapest group so far).
+pub fn split(checks: &[&str], groups: usize, config: &conformance::Config) -> Vec<Vec<String>> {
+    let mut sorted: Vec<(&str, f64)> = checks
+        .iter()
+        .map(|c| (*c, estimated_secs(c, config)))
+        .collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut out: Vec<(f64, Vec<String>)> =
+        vec![(0.0, Vec::new()); groups.clamp(1, checks.len().max(1))];
+    for (check, cost) in sorted {
+        if let Some(g) = out.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0)) {
+            g.0 += cost;
+            g.1.push(check.to_owned());
+        }
+    }
+    out.into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 /// Suite-size and self-test options of `conformance` and `run-suite`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct LaneArgs {
@@ -110,6 +165,9 @@ pub struct LaneArgs {
     /// After each step compare only what it touched (everything after reopen and at the end).
     #[arg(long)]
     pub quick_checks: bool,
+    /// Run the checks in this many groups at once [default: 2 in the guest, else 1].
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
     /// Use this lane's default sizes instead of the engine's (what `--engine vm` passes to
     /// the guest, whose engine is `kernel`).
     #[arg(long, value_enum, hide = true)]
@@ -140,6 +198,25 @@ mod tests {
             assert!(b.concurrency_cases > 0, "{lane:?}: concurrency runs");
             assert!(b.load_builds > 0 && b.load_jobs > 1, "{lane:?}: load runs");
         }
+    }
+
+    #[test]
+    fn split_balances_and_keeps_every_check() {
+        let mut c = conformance::Config::default();
+        Budget::for_lane(Lane::Vm).apply(&mut c);
+        let checks = conformance::check_names();
+        let groups = split(&checks, 2, &c);
+        assert_eq!(groups.len(), 2);
+        let mut all: Vec<String> = groups.concat();
+        all.sort();
+        let mut expected: Vec<String> = checks.iter().map(|s| (*s).to_owned()).collect();
+        expected.sort();
+        assert_eq!(all, expected, "every check runs exactly once");
+        let cost = |g: &Vec<String>| g.iter().map(|n| estimated_secs(n, &c)).sum::<f64>();
+        let (a, b) = (cost(&groups[0]), cost(&groups[1]));
+        assert!((a - b).abs() <= a.max(b) * 0.3, "{a} vs {b}: {groups:?}");
+        assert_eq!(split(&checks, 1, &c).len(), 1);
+        assert_eq!(split(&["store_basics"], 2, &c).len(), 1);
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn options(lane: Lane, args: &SuiteArgs) -> SuiteOptions {
         seed: args.seed,
         replay: args.replay.clone(),
         self_test: args.lane.self_test_broken_store,
+        parallel: args.lane.parallel,
         ..SuiteOptions::for_lane(args.lane.lane.unwrap_or(lane))
     }
 }

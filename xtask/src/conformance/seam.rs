@@ -53,6 +53,8 @@ pub struct SuiteOptions {
     pub replay: Option<PathBuf>,
     /// Run the suite's self-test (a deliberately broken store) instead of the suite.
     pub self_test: bool,
+    /// How many groups of checks run at once (`None`: the lane's default).
+    pub parallel: Option<usize>,
 }
 
 impl SuiteOptions {
@@ -67,7 +69,15 @@ impl SuiteOptions {
             seed: None,
             replay: None,
             self_test: false,
+            parallel: None,
         }
+    }
+
+    /// How many groups of checks run at once.
+    pub fn parallel(&self) -> usize {
+        self.parallel
+            .unwrap_or_else(|| Budget::for_lane(self.lane).parallel)
+            .max(1)
     }
 
     /// The suite's knobs: the suite defaults, the lane's budget, the `ZSTORE_CONFORMANCE_*`
@@ -110,12 +120,12 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
             SuiteTarget::Fake => {
                 let factory = selftest::BrokenFactory::new(FakeFactory);
                 let cases = factory.counter();
-                (run_with(factory, opts, config).await?, cases)
+                (run_one(factory, opts, config).await?, cases)
             }
             SuiteTarget::Zfs { pool, kind, .. } => {
                 let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
                 let cases = factory.counter();
-                (run_with(factory, opts, config).await?, cases)
+                (run_one(factory, opts, config).await?, cases)
             }
         };
         let mut verdict = selftest::verdict(&report);
@@ -133,20 +143,71 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
         }
         // Replaying a sequence the self-test saved: against the same broken store.
         (SuiteTarget::Fake, true) => {
-            run_with(selftest::BrokenFactory::new(FakeFactory), opts, config).await
+            run_one(selftest::BrokenFactory::new(FakeFactory), opts, config).await
         }
         (SuiteTarget::Zfs { pool, kind, .. }, true) => {
             let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
-            run_with(factory, opts, config).await
+            run_one(factory, opts, config).await
         }
     }
 }
 
-async fn run_with<F: conformance::StoreFactory>(
+/// Runs the checks in [`SuiteOptions::parallel`] groups at once (one `conformance::run` per
+/// group, each with its own clone of the factory), and merges their reports in the suite's
+/// order. A replay, or a single group, is one plain run.
+async fn run_with<F: conformance::StoreFactory + Clone>(
     factory: F,
     opts: &SuiteOptions,
     mut config: conformance::Config,
 ) -> Result<SuiteReport> {
+    let names: Vec<&str> = conformance::check_names()
+        .into_iter()
+        .filter(|c| {
+            config
+                .only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|n| n == c))
+        })
+        .collect();
+    let groups = super::lane::split(&names, opts.parallel(), &config);
+    if opts.replay.is_some() || groups.len() < 2 {
+        return run_one(factory, opts, config).await;
+    }
+    // One seed for every group, so the report's seed repeats the whole run.
+    let seed = *config.seed.get_or_insert_with(random_seed);
+    announce(&config);
+    println!("suite: {} groups of checks at once", groups.len());
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for group in groups {
+        let mut config = config.clone();
+        config.only = Some(group);
+        let done = Arc::clone(&done);
+        config.progress = Some(Arc::new(move |ev: &conformance::Progress| {
+            print_progress(&done, ev)
+        }));
+        tasks.push(tokio::spawn(conformance::run(factory.clone(), config)));
+    }
+    let mut checks = Vec::new();
+    let mut backend = String::new();
+    for task in tasks {
+        let report = task
+            .await
+            .map_err(|e| XtaskError::Invalid(format!("a group of checks panicked: {e}")))?;
+        backend = report.backend;
+        checks.extend(report.checks);
+    }
+    let order = |name: &str| names.iter().position(|n| *n == name).unwrap_or(usize::MAX);
+    checks.sort_by_key(|c| order(&c.name));
+    Ok(convert(&conformance::Report {
+        backend,
+        seed,
+        checks,
+    }))
+}
+
+/// Prints what the run will do.
+fn announce(config: &conformance::Config) {
     println!(
         "suite: {} sequences of up to {} steps ({} checks after each step), {} concurrency \
          cases, load {} builds ({} at once){}",
@@ -166,6 +227,25 @@ async fn run_with<F: conformance::StoreFactory>(
             .map(|o| format!("; only {}", o.join(", ")))
             .unwrap_or_default()
     );
+}
+
+/// A seed from the clock and the pid.
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    // Any 64 bits of the clock mixed with the pid make a seed.
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// One `conformance::run` (or `replay_with`) of every selected check.
+async fn run_one<F: conformance::StoreFactory>(
+    factory: F,
+    opts: &SuiteOptions,
+    mut config: conformance::Config,
+) -> Result<SuiteReport> {
+    announce(&config);
     let done = Arc::new(AtomicUsize::new(0));
     config.progress = Some(Arc::new(move |ev: &conformance::Progress| {
         print_progress(&done, ev)

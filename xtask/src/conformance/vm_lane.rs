@@ -84,6 +84,9 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
     if s.lane.quick_checks {
         argv.push("--quick-checks".into());
     }
+    if let Some(n) = s.lane.parallel {
+        argv.extend(["--parallel".into(), n.to_string().into()]);
+    }
     if s.lane.self_test_broken_store {
         argv.push("--self-test-broken-store".into());
     }

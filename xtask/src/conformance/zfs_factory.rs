@@ -29,12 +29,15 @@ const IDLE_LIMIT: Duration = Duration::from_secs(120);
 /// How long teardown retries destroying a case's dataset while ZFS says it is busy.
 const DESTROY_LIMIT: Duration = Duration::from_secs(60);
 
-/// Opens [`ZfsStore`]s, one child dataset of the run's pool per case.
+/// Opens [`ZfsStore`]s, one child dataset of the run's pool per case. Clones share the
+/// runner and the case counter (so groups of checks running at once never pick the same
+/// dataset name).
+#[derive(Clone)]
 pub struct ZfsFactory {
     pool: String,
     kind: ZfsKind,
     runner: Arc<dyn Runner>,
-    next: AtomicU64,
+    next: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ZfsFactory {
@@ -78,7 +81,7 @@ impl ZfsFactory {
             pool: pool.into(),
             kind,
             runner,
-            next: AtomicU64::new(0),
+            next: Arc::default(),
         }
     }
 
