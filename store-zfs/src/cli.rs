@@ -7,6 +7,7 @@ use std::time::Duration;
 use store_api::{CommandFailure, StoreError};
 use tracing::Instrument;
 
+use crate::mount_lock::MountSerialized;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 
 /// The retry policy for "dataset is busy": first wait, and the cap on the total wait.
@@ -82,6 +83,16 @@ impl Zfs {
     /// Wraps a runner.
     pub fn new(runner: Arc<dyn Runner>) -> Self {
         Self { runner }
+    }
+
+    /// The same runner, taking the machine-wide mount lock around every command that can
+    /// mount or unmount when `on` (see [`crate::mount_lock`]: zfs-fuse's daemon deadlocks on
+    /// a mount concurrent with an unmount).
+    pub fn serialize_mounts(self, on: bool) -> Self {
+        match on {
+            true => Self::new(Arc::new(MountSerialized::new(self.runner))),
+            false => self,
+        }
     }
 
     /// The mount table (see [`Runner::mount_table`]).

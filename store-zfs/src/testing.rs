@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 pub use crate::fake_zfs::FakeZfs;
+use crate::mount_lock::{MountLock, needs_lock_argv};
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
 
@@ -57,7 +58,10 @@ pub struct TestPool {
 
 static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Runs a command to completion, under the [`MountLock`] when it can mount or unmount (test
+/// pools share the machine's zfs-fuse daemon with the stores under test).
 fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
+    let _lock = needs_lock_argv(program, args.first().copied()).then(MountLock::acquire_blocking);
     let out = Command::new(program)
         .args(args)
         .output()

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{cname, id, pool, read};
 use store_api::{Store, StoreExt, User};
+use store_zfs::mount_lock::MountSerialized;
 use store_zfs::testing::FakeZfs;
 use store_zfs::testing::{Fault, FaultRunner, TestPool};
 use store_zfs::{Cmd, Runner};
@@ -23,7 +24,8 @@ enum Env {
 impl Env {
     fn runner(&self) -> Arc<dyn Runner> {
         match self {
-            Env::Pool(_) => Arc::new(SystemRunner),
+            // Setup and teardown run beside the other test's stores: lock as the store does.
+            Env::Pool(_) => Arc::new(MountSerialized::new(Arc::new(SystemRunner))),
             Env::Fake(f) => f.clone(),
         }
     }

@@ -147,10 +147,12 @@ async fn locations() {
     assert_eq!(by_path.dataset(), pool.name());
     drop(by_path);
     let sub = format!("{}/zstore", pool.name());
+    let lock = store_zfs::mount_lock::MountLock::acquire_blocking();
     std::process::Command::new("zfs")
         .args(["create", "--", &sub])
         .status()
         .expect("zfs");
+    drop(lock);
     let rec = RecordingRunner::new(Arc::new(SystemRunner));
     let store = ZfsStore::open(
         &sub,

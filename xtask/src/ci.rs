@@ -11,12 +11,12 @@
 
 use std::ffi::OsString;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
 use crate::cancel::Cancel;
-use crate::engine::{self, EngineChoice, LocalEngine};
+use crate::engine::{self, EngineChoice, LocalEngine, zfs_fuse};
 use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Result, XtaskError};
 use crate::leaks::{self, Footprint};
 use crate::procs;
@@ -39,6 +39,23 @@ const STEPS: [&str; 7] = [
     "vm",
     "self-test",
 ];
+
+/// The most one step may take before it is stopped and counted as failed, so that a hang
+/// (a wedged ZFS daemon, a stuck guest) costs a bounded time and the run still reports every
+/// step. About three times what each took on the 2-core CI machine, cold build included.
+fn step_limit(step: &str) -> Duration {
+    let minutes = match step {
+        "fmt" => 5,
+        "clippy" => 15,
+        "test" => 25,
+        "fake" => 5,
+        "zfs-fuse" => 12,
+        "vm" => 25,
+        "self-test" => 15,
+        _ => 10,
+    };
+    Duration::from_secs(minutes * 60)
+}
 
 /// What one step runs: one or more commands.
 fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
@@ -128,6 +145,16 @@ async fn steps(
         }
         let started = Instant::now();
         let mut ok = true;
+        // A daemon wedged by an earlier step would hang this one: replace it first.
+        if matches!(step, "test" | "zfs-fuse" | "self-test") {
+            match zfs_fuse::recover_if_wedged(runner).await {
+                Ok(true) => println!("==> ci: {step}: replaced a wedged zfs-fuse daemon first"),
+                Ok(false) => {}
+                Err(e) => {
+                    println!("==> ci: {step}: could not replace a wedged zfs-fuse daemon: {e}")
+                }
+            }
+        }
         if step == "test" {
             // store-zfs's real-pool tests need a ZFS that answers: kernel OpenZFS if this
             // host has it, else zfs-fuse (installed, and a daemon started, if needed).
@@ -142,12 +169,22 @@ async fn steps(
                 }
             }
         }
+        let deadline = started + step_limit(step);
         for cmd in commands(step, &cargo, &me) {
             if !ok {
                 break;
             }
             println!("==> ci: {step}: {}", cmd.display());
-            ok = run_step(runner, cancel, &cmd).await? == EXIT_OK;
+            ok = match run_step(runner, cancel, &cmd, deadline).await? {
+                Some(status) => status == EXIT_OK,
+                None => {
+                    println!(
+                        "==> ci: {step}: stopped after its limit of {} minutes",
+                        step_limit(step).as_secs() / 60
+                    );
+                    false
+                }
+            };
         }
         let secs = started.elapsed().as_secs_f64();
         let verdict = if ok { "passed" } else { "FAILED" };
@@ -157,9 +194,19 @@ async fn steps(
     Ok(results)
 }
 
+/// How long a step's process group has to clean up after SIGTERM before SIGKILL.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
+
 /// Runs one step in its own process group, streaming its output; on SIGINT/SIGTERM the whole
 /// group gets SIGTERM (so a nested xtask cleans up its pool, daemon or VM) and is waited for.
-async fn run_step(runner: &Runner, cancel: &Cancel, cmd: &Cmd) -> Result<u8> {
+/// At `deadline` the group gets SIGTERM too (then SIGKILL after [`CLEANUP_LIMIT`]) and the
+/// result is `None`.
+async fn run_step(
+    runner: &Runner,
+    cancel: &Cancel,
+    cmd: &Cmd,
+    deadline: Instant,
+) -> Result<Option<u8>> {
     let mut child = runner.spawn(cmd, |c| {
         c.process_group(0)
             .stdout(Stdio::inherit())
@@ -175,11 +222,21 @@ async fn run_step(runner: &Runner, cancel: &Cancel, cmd: &Cmd) -> Result<u8> {
             let _ = child.wait().await;
             return Err(XtaskError::Interrupted);
         }
+        () = tokio::time::sleep_until(deadline.into()) => {
+            if let Some(pgid) = pgid {
+                procs::signal_group(pgid, Signal::TERM);
+                if tokio::time::timeout(CLEANUP_LIMIT, child.wait()).await.is_err() {
+                    procs::signal_group(pgid, Signal::KILL);
+                }
+            }
+            let _ = child.wait().await;
+            return Ok(None);
+        }
     };
-    Ok(match status.code() {
+    Ok(Some(match status.code() {
         Some(c) => u8::try_from(c).unwrap_or(EXIT_FAILED),
         None => EXIT_INTERRUPTED,
-    })
+    }))
 }
 
 #[cfg(test)]

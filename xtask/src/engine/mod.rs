@@ -8,7 +8,7 @@
 //! - `auto`: kernel if available, else zfs-fuse (installed and started when possible).
 
 mod detect;
-mod zfs_fuse;
+pub mod zfs_fuse;
 
 pub use detect::{detect_kernel_openzfs, zfs_fuse_installed};
 pub use zfs_fuse::{ZfsFuseDaemon, running_daemons};

@@ -171,3 +171,116 @@ impl ZfsFuseDaemon {
         }
     }
 }
+
+/// How long a `stat` of a zfs-fuse mountpoint may take before the daemon counts as wedged.
+const ANSWER_LIMIT: Duration = Duration::from_secs(15);
+
+/// The zfs-fuse mountpoints in the mount table (`fuse.zfs`), deepest last.
+fn fuse_mountpoints() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"fuse.zfs")).then(|| f.get(1).map(|m| unescape_mount(m)))?
+        })
+        .collect()
+}
+
+/// `/proc/mounts` writes spaces and a few other bytes as octal escapes (`\040`).
+fn unescape_mount(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The first zfs-fuse mountpoint whose `stat` does not answer within [`ANSWER_LIMIT`]: the
+/// daemon's FUSE side is wedged (its CLI socket may still answer). A stat blocked in the
+/// kernel stays blocked in a detached thread. "Transport endpoint is not connected" (a mount
+/// left by a dead daemon) answers at once and is not a wedge.
+pub fn wedged_mount() -> Option<String> {
+    let mounts = fuse_mountpoints();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = mounts.clone();
+    std::thread::spawn(move || {
+        for m in probe {
+            let _ = std::fs::metadata(&m);
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    (0..mounts.len())
+        .find(|_| rx.recv_timeout(ANSWER_LIMIT).is_err())
+        .map(|answered| mounts[answered].clone())
+}
+
+/// If a zfs-fuse daemon runs but its mounts do not answer, kills it (SIGKILL: a wedged
+/// daemon does not exit on SIGTERM), detaches its mounts (`umount -l` on mounts whose
+/// daemon is gone only drops dead FUSE connections), and says so. The next step starts a
+/// fresh daemon; the wedged daemon's pools come back with it only if they were in its
+/// cache file. Returns whether it had to.
+pub async fn recover_if_wedged(runner: &Runner) -> Result<bool> {
+    let daemons = running_daemons();
+    if daemons.is_empty() {
+        return Ok(false);
+    }
+    let Some(mount) = wedged_mount() else {
+        return Ok(false);
+    };
+    eprintln!(
+        "xtask: the zfs-fuse daemon (pid {}) is wedged ({mount} does not answer within {} s); \
+         killing it and detaching its mounts",
+        daemons
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        ANSWER_LIMIT.as_secs()
+    );
+    for &pid in &daemons {
+        procs::signal(pid, Signal::KILL);
+        procs::wait_gone(pid, Duration::from_secs(10)).await;
+    }
+    let mut mounts = fuse_mountpoints();
+    mounts.reverse();
+    for m in mounts {
+        let out = runner
+            .output(&Cmd::new("umount").args(["-l", "--", &m]))
+            .await?;
+        if !out.success() {
+            eprintln!("xtask: umount -l {m}: {}", out.stderr.trim());
+        }
+    }
+    let _ = std::fs::remove_file(PIDFILE);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_escapes_are_undone() {
+        assert_eq!(unescape_mount(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount(r"/plain"), "/plain");
+        assert_eq!(unescape_mount(r"/odd\x"), r"/odd\x");
+    }
+}
