@@ -25,8 +25,8 @@ pub const TOTAL_BACKOFF: Duration = Duration::from_secs(5);
 /// Whether stderr says the dataset was transiently busy (the only case that is retried).
 ///
 /// An unmount refused because a process uses the mount is not transient, whatever the
-/// wording: zfs-fuse passes on umount's "target is busy", OpenZFS says "cannot unmount
-/// '<mountpoint>': pool or dataset is busy" (see [`is_mount_in_use`]).
+/// wording: zfs-fuse passes on umount's `target is busy`, OpenZFS says `cannot unmount
+/// '<mountpoint>': pool or dataset is busy` (see [`is_mount_in_use`]).
 pub fn is_transient_busy(stderr: &str) -> bool {
     (stderr.contains("dataset is busy") || stderr.contains("mountpoint or dataset is busy"))
         && !is_mount_in_use(stderr)

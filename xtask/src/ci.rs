@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: everything CI checks, in order, with timings and a closing count.
 //!
-//! Steps: format, clippy, the workspace tests (with a ZFS engine made available first and
+//! Steps: format, clippy, the API docs (rustdoc warnings are errors), the workspace tests (with a ZFS engine made available first and
 //! `ZSTORE_REQUIRE_ZFS=1`, so store-zfs's real-pool tests cannot skip), the conformance lanes
 //! (fake, zfs-fuse, vm; the vm lane also runs store-zfs's integration tests on OpenZFS in the
 //! same boot), and the suite's self-test on both real lanes (a deliberately broken store must
@@ -25,14 +25,15 @@ use crate::runner::{Cmd, Runner};
 /// `ci` options.
 #[derive(Debug, clap::Args)]
 pub struct CiArgs {
-    /// Skip these steps (fmt, clippy, test, fake, zfs-fuse, vm, self-test); repeatable.
+    /// Skip these steps (fmt, clippy, doc, test, fake, zfs-fuse, vm, self-test); repeatable.
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
 }
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "fmt",
     "clippy",
+    "doc",
     "test",
     "fake",
     "zfs-fuse",
@@ -47,6 +48,7 @@ fn step_limit(step: &str) -> Duration {
     let minutes = match step {
         "fmt" => 5,
         "clippy" => 15,
+        "doc" => 10,
         "test" => 25,
         "fake" => 5,
         "zfs-fuse" => 12,
@@ -70,6 +72,11 @@ fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
             "-D",
             "warnings",
         ])],
+        "doc" => vec![
+            Cmd::new(cargo)
+                .args(["doc", "--workspace", "--no-deps"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        ],
         "test" => vec![
             Cmd::new(cargo)
                 .args(["test", "--workspace"])

@@ -92,7 +92,7 @@ pub struct BenchArgs {
     /// Skip the fake store's part (it runs on the host with every engine otherwise).
     #[arg(long)]
     pub skip_fake: bool,
-    /// Write the JSON report here [default: <target dir>/bench/report.json].
+    /// Write the JSON report here [default: bench/report.json in the target directory].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// VM options (--engine vm).
