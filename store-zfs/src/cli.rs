@@ -7,7 +7,7 @@ use std::time::Duration;
 use store_api::{CommandFailure, StoreError};
 use tracing::Instrument;
 
-use crate::mount_lock::MountSerialized;
+use crate::daemon_lock::DaemonSerialized;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 
 /// The retry policy for "dataset is busy": first wait, and the cap on the total wait.
@@ -85,12 +85,12 @@ impl Zfs {
         Self { runner }
     }
 
-    /// The same runner, taking the machine-wide mount lock around every command that can
-    /// mount or unmount when `on` (see [`crate::mount_lock`]: zfs-fuse's daemon deadlocks on
-    /// a mount concurrent with an unmount).
+    /// The same runner, taking the machine-wide daemon lock around every command when `on`
+    /// (see [`crate::daemon_lock`]: zfs-fuse's daemon cannot serve two commands that start
+    /// at once).
     pub fn serialize_mounts(self, on: bool) -> Self {
         match on {
-            true => Self::new(Arc::new(MountSerialized::new(self.runner))),
+            true => Self::new(Arc::new(DaemonSerialized::new(self.runner))),
             false => self,
         }
     }

@@ -131,11 +131,11 @@
 //! `zfs_command` tracing span, and a failure keeps its argument vector, exit status and
 //! stderr ([`store_api::CommandFailure`]).
 //!
-//! On zfs-fuse, every command that can mount or unmount runs under a machine-wide lock
-//! ([`mount_lock`]): its daemon deadlocks on a mount concurrent with an unmount, on any two
-//! pools, and then every file access under its mounts hangs until it is killed. Concurrent
-//! builds still run their build functions at once; only those commands queue. Other
-//! programs that use the same daemon do not take the lock.
+//! On zfs-fuse, every command runs under a machine-wide lock ([`daemon_lock`]): its daemon
+//! cannot serve two commands that start at once (one is lost, or a mount concurrent with an
+//! unmount deadlocks it, and then every file access under its mounts hangs until it is
+//! killed). Concurrent builds still run their build functions at once; only the commands
+//! queue. Other programs that use the same daemon do not take the lock.
 //!
 //! No operation lists datasets: their cost does not grow with the number of results (the
 //! `scale` test builds 2,000). Open costs one `zfs list` of the store plus repairs.
@@ -222,11 +222,11 @@ mod build;
 mod cache;
 mod cache_state;
 mod cli;
+pub mod daemon_lock;
 mod engine;
 mod fake_zfs;
 mod layout;
 mod locate;
-pub mod mount_lock;
 mod mounts;
 mod names;
 mod open;

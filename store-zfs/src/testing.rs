@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use crate::daemon_lock::{DaemonLock, needs_lock_argv};
 pub use crate::fake_zfs::FakeZfs;
-use crate::mount_lock::{MountLock, needs_lock_argv};
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
 
@@ -23,6 +23,7 @@ pub const POOL_DIR: &str = "/var/tmp/zpools";
 
 /// Whether `zfs`/`zpool` run and a ZFS daemon or module answers.
 pub fn zfs_available() -> bool {
+    let _lock = DaemonLock::acquire_blocking();
     Command::new("zpool")
         .args(["list", "-H", "-o", "name"])
         .output()
@@ -58,10 +59,10 @@ pub struct TestPool {
 
 static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs a command to completion, under the [`MountLock`] when it can mount or unmount (test
-/// pools share the machine's zfs-fuse daemon with the stores under test).
+/// Runs a command to completion, under the [`DaemonLock`] (test pools share the machine's
+/// zfs-fuse daemon with the stores under test).
 fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
-    let _lock = needs_lock_argv(program, args.first().copied()).then(MountLock::acquire_blocking);
+    let _lock = needs_lock_argv(program).then(DaemonLock::acquire_blocking);
     let out = Command::new(program)
         .args(args)
         .output()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{cname, id, pool, read};
 use store_api::{Store, StoreExt, User};
-use store_zfs::mount_lock::MountSerialized;
+use store_zfs::daemon_lock::DaemonSerialized;
 use store_zfs::testing::FakeZfs;
 use store_zfs::testing::{Fault, FaultRunner, TestPool};
 use store_zfs::{Cmd, Runner};
@@ -25,7 +25,7 @@ impl Env {
     fn runner(&self) -> Arc<dyn Runner> {
         match self {
             // Setup and teardown run beside the other test's stores: lock as the store does.
-            Env::Pool(_) => Arc::new(MountSerialized::new(Arc::new(SystemRunner))),
+            Env::Pool(_) => Arc::new(DaemonSerialized::new(Arc::new(SystemRunner))),
             Env::Fake(f) => f.clone(),
         }
     }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use store_zfs::mount_lock;
+use store_zfs::daemon_lock;
 
 use crate::error::{Result, XtaskError};
 
@@ -127,16 +127,14 @@ pub struct SystemExec;
 #[async_trait]
 impl Exec for SystemExec {
     async fn output(&self, cmd: &Cmd) -> std::io::Result<Output> {
-        // zfs-fuse's daemon deadlocks on a mount concurrent with an unmount, whoever runs
-        // them: pool commands take the same machine-wide lock as the stores.
+        // zfs-fuse's daemon cannot serve two commands that start at once, whoever runs them:
+        // zfs and zpool take the same machine-wide lock as the stores.
         let program = cmd.program.to_string_lossy();
-        let first = cmd.args.first().map(|a| a.to_string_lossy());
-        let _lock =
-            if mount_lock::needs_lock_argv(&program, first.as_deref()) && !mount_lock::held() {
-                Some(mount_lock::MountLock::acquire().await)
-            } else {
-                None
-            };
+        let _lock = if daemon_lock::needs_lock_argv(&program) && !daemon_lock::held() {
+            Some(daemon_lock::DaemonLock::acquire().await)
+        } else {
+            None
+        };
         let out = cmd
             .to_command()
             .stdin(Stdio::null())

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use store_zfs::mount_lock::MountSerialized;
+use store_zfs::daemon_lock::DaemonSerialized;
 use store_zfs::testing::{FakeZfs, RecordingRunner, TestPool, require_zfs};
 use store_zfs::{Runner, SystemRunner, ZfsOptions, ZfsStore};
 
@@ -42,9 +42,9 @@ impl Env for TestPool {
         TestPool::name(self).to_owned()
     }
     fn runner(&self) -> Arc<dyn Runner> {
-        // Tests run their own commands beside stores in other threads: serialise the mounts
+        // Tests run their own commands beside stores in other threads: one command at a time
         // as the store does on zfs-fuse.
-        Arc::new(MountSerialized::new(Arc::new(SystemRunner)))
+        Arc::new(DaemonSerialized::new(Arc::new(SystemRunner)))
     }
     fn datasets(&self) -> Vec<String> {
         TestPool::datasets(self).expect("zfs list")

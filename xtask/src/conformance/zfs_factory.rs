@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use conformance::{Capabilities, FactoryError, FaultPlan, StoreFactory, Verdict};
 use store_api::Store;
-use store_zfs::mount_lock::MountSerialized;
+use store_zfs::daemon_lock::DaemonSerialized;
 use store_zfs::{Cmd, CmdOutput, RunError, Runner, SystemRunner, ZfsOptions, ZfsStore};
 
 use crate::engine::ZfsKind;
@@ -74,11 +74,11 @@ impl ZfsFactory {
     /// A factory for cases under `pool`, served by `kind`, with the real `zfs` command.
     ///
     /// On zfs-fuse the factory's own commands (case datasets, teardown) take the machine-wide
-    /// mount lock, as the stores do (its daemon deadlocks on a mount concurrent with an
-    /// unmount); on OpenZFS nothing is serialised.
+    /// daemon lock, as the stores do (its daemon cannot serve two commands that start at
+    /// once); on OpenZFS nothing is serialised.
     pub fn new(pool: impl Into<String>, kind: ZfsKind) -> Self {
         let runner: Arc<dyn Runner> = match kind {
-            ZfsKind::ZfsFuse => Arc::new(MountSerialized::new(Arc::new(SystemRunner))),
+            ZfsKind::ZfsFuse => Arc::new(DaemonSerialized::new(Arc::new(SystemRunner))),
             ZfsKind::Openzfs => Arc::new(SystemRunner),
         };
         Self::with_runner(pool, kind, runner)

@@ -1,19 +1,25 @@
-//! One mount-changing command at a time on a zfs-fuse daemon, machine-wide.
+//! One `zfs`/`zpool` command at a time on a zfs-fuse daemon, machine-wide.
 //!
-//! zfs-fuse's daemon deadlocks when a filesystem is mounted while another is unmounted: seen
-//! here as a `zfs create` (which mounts) and a `zfs unmount` on two different pools, each
-//! waiting forever, after which every file access under any zfs-fuse mount blocks until the
-//! daemon is killed. Two crash sweeps on two pools in one test binary reached it within a
-//! minute every time; four concurrent builds in one store reached it after ~140 results. One
-//! such command at a time never did.
+//! zfs-fuse's daemon cannot serve two commands that start at once. Its command listener
+//! hands each new connection to a fresh thread through a single static slot, which the next
+//! connection can overwrite before the thread has read it (`start_ioctl_thread` in zfs-fuse's
+//! `cmd_listener.c`): one command is then never answered, and two threads answer the other.
+//! It also runs mount requests on the listener thread itself, so a mount that waits for an
+//! unmount in progress stops every later command. Seen here:
+//! - a `zfs create` (which mounts) and a `zfs unmount` on two different pools, each waiting
+//!   forever, after which every file access under any zfs-fuse mount blocked until the daemon
+//!   was killed (two crash sweeps running in parallel hit it within a minute, twice; four
+//!   concurrent builds in one store after ~140 results);
+//! - a `zfs snapshot` killed by SIGABRT after "internal error: Connection reset by peer" while
+//!   ten cache holders released at once.
 //!
 //! The daemon serves every pool and every process on the machine, so the lock must too: an
-//! exclusive `flock(2)` on [`LOCK_PATH`], taken around each command that [`needs_lock`], by
-//! the store (when its engine is zfs-fuse) and by the project's test and xtask code. A
+//! exclusive `flock(2)` on [`LOCK_PATH`] around each command, taken by the store when its
+//! engine is zfs-fuse ([`DaemonSerialized`]) and by the project's test and xtask code. A
 //! process that dies releases its lock with its file descriptors. Programs outside this
 //! project that use the same daemon do not take it; run them at other times.
 //!
-//! On OpenZFS the kernel handles concurrent mounts, and the store does not take the lock.
+//! On OpenZFS the kernel serves concurrent commands, and the store does not take the lock.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -25,39 +31,32 @@ use rustix::fs::FlockOperation;
 
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 
-/// The lock file every zstore process on the machine locks around mount-changing zfs-fuse
-/// commands.
-pub const LOCK_PATH: &str = "/run/lock/zstore-zfs-fuse-mounts.lock";
+/// The lock file every zstore process on the machine locks around each zfs-fuse command.
+pub const LOCK_PATH: &str = "/run/lock/zstore-zfs-fuse.lock";
 
 /// Serialises waiters inside one process, so that at most one thread per process blocks in
 /// `flock` (the others wait here without holding a thread).
 static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Whether `cmd` can mount or unmount a filesystem in the daemon (directly, or through
-/// libzfs's remount of dependents): every `zfs` subcommand but `list`, `get`, `snapshot` and
-/// `version`, and `zpool create`, `destroy`, `import`, `export`.
+/// Whether `cmd` talks to the daemon: every `zfs` and `zpool` command.
 pub fn needs_lock(cmd: &Cmd) -> bool {
-    needs_lock_argv(cmd.program.name(), cmd.subcommand())
+    needs_lock_argv(cmd.program.name())
 }
 
-/// [`needs_lock`] for a program name and its first argument, for callers that build their
-/// own commands (test helpers, xtask).
-pub fn needs_lock_argv(program: &str, subcommand: Option<&str>) -> bool {
+/// [`needs_lock`] for a program name or path, for callers that build their own commands
+/// (test helpers, xtask).
+pub fn needs_lock_argv(program: &str) -> bool {
     let name = Path::new(program).file_name().and_then(|n| n.to_str());
-    match (name.unwrap_or(program), subcommand) {
-        ("zfs", Some(sub)) => !matches!(sub, "list" | "get" | "snapshot" | "version"),
-        ("zpool", Some(sub)) => matches!(sub, "create" | "destroy" | "import" | "export"),
-        _ => false,
-    }
+    matches!(name.unwrap_or(program), "zfs" | "zpool")
 }
 
 tokio::task_local! {
-    /// Set in the task that runs a locked command, so that a [`MountSerialized`] nested in
+    /// Set in the task that runs a locked command, so that a [`DaemonSerialized`] nested in
     /// another does not wait for the lock its caller holds.
     static HELD: bool;
 }
 
-/// Whether the current task runs a command under a [`MountSerialized`]'s lock (so taking
+/// Whether the current task runs a command under a [`DaemonSerialized`]'s lock (so taking
 /// the lock again would wait for itself).
 pub fn held() -> bool {
     HELD.try_with(|held| *held).unwrap_or(false)
@@ -65,14 +64,14 @@ pub fn held() -> bool {
 
 /// The held lock; released when dropped.
 #[derive(Debug)]
-pub struct MountLock {
+pub struct DaemonLock {
     // The flock is released when the file is closed; `None` if the lock file could not be
     // opened (then only this process is serialised, and a warning was logged).
     _file: Option<File>,
     _local: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
-impl MountLock {
+impl DaemonLock {
     /// Waits for the machine-wide lock. A cancelled wait leaves nothing held: a `flock`
     /// that completes after its waiter is gone is released at once.
     pub async fn acquire() -> Self {
@@ -103,28 +102,27 @@ fn warn_unlocked(file: io::Result<File>) -> Option<File> {
             tracing::warn!(
                 path = LOCK_PATH,
                 error = %e,
-                "cannot lock the zfs-fuse mount lock; other processes are not kept out"
+                "cannot take the zfs-fuse daemon lock; other processes are not kept out"
             );
             None
         }
     }
 }
 
-/// A runner that runs every command that [`needs_lock`] under the [`MountLock`], and the
-/// others at once. What the store uses on zfs-fuse; tests that run their own mount-changing
-/// commands beside a store use it too.
+/// A runner that runs every command under the [`DaemonLock`]. What the store uses on
+/// zfs-fuse; tests that run their own commands beside a store use it too.
 #[derive(Clone)]
-pub struct MountSerialized {
+pub struct DaemonSerialized {
     inner: Arc<dyn Runner>,
 }
 
-impl std::fmt::Debug for MountSerialized {
+impl std::fmt::Debug for DaemonSerialized {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MountSerialized { .. }")
+        f.write_str("DaemonSerialized { .. }")
     }
 }
 
-impl MountSerialized {
+impl DaemonSerialized {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Runner>) -> Self {
         Self { inner }
@@ -132,7 +130,7 @@ impl MountSerialized {
 }
 
 #[async_trait]
-impl Runner for MountSerialized {
+impl Runner for DaemonSerialized {
     /// The locked run is a task of its own that keeps the lock until the command has ended,
     /// even if this future is dropped: a command still running unlocked could meet another
     /// mount.
@@ -141,7 +139,7 @@ impl Runner for MountSerialized {
         if !needs_lock(cmd) || held() {
             return self.inner.run(cmd).await;
         }
-        let lock = MountLock::acquire().await;
+        let lock = DaemonLock::acquire().await;
         let (inner, owned) = (Arc::clone(&self.inner), cmd.clone());
         let task = tokio::spawn(HELD.scope(true, async move {
             let out = inner.run(&owned).await;
@@ -176,29 +174,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_mount_changing_commands_lock() {
-        for (argv, locks) in [
-            (vec!["create", "--", "p/a"], true),
-            (vec!["clone", "--", "p/a@s", "p/b"], true),
-            (vec!["destroy", "-r", "--", "p/a"], true),
-            (vec!["unmount", "--", "p/a"], true),
-            (vec!["mount", "--", "p/a"], true),
-            (vec!["rename", "--", "p/a", "p/b"], true),
-            (vec!["promote", "p/b"], true),
-            (vec!["set", "canmount=noauto", "p/a"], true),
-            (vec!["list", "-H", "--", "p"], false),
-            (vec!["get", "-H", "name", "--", "p"], false),
-            (vec!["snapshot", "--", "p/a@s"], false),
-            (vec!["version"], false),
-        ] {
-            assert_eq!(needs_lock(&Cmd::zfs(argv.clone())), locks, "{argv:?}");
-        }
-        assert!(needs_lock(&Cmd::zpool(["create", "p", "/f"])));
-        assert!(needs_lock(&Cmd::zpool(["destroy", "p"])));
-        assert!(!needs_lock(&Cmd::zpool(["list", "-H"])));
-        assert!(!needs_lock(&Cmd::zpool(["wait", "-t", "free", "p"])));
-        assert!(!needs_lock_argv("cargo", Some("create")));
-        assert!(needs_lock_argv("/sbin/zfs", Some("destroy")));
+    fn every_zfs_and_zpool_command_locks() {
+        assert!(needs_lock(&Cmd::zfs(["create", "--", "p/a"])));
+        assert!(needs_lock(&Cmd::zfs(["list", "-H", "--", "p"])));
+        assert!(needs_lock(&Cmd::zpool(["list", "-H"])));
+        assert!(needs_lock_argv("/sbin/zfs") && needs_lock_argv("zpool"));
+        assert!(!needs_lock_argv("zfs-fuse") && !needs_lock_argv("cargo"));
     }
 
     /// A recording runner behind two wrappers: the inner one must not wait for the lock the
@@ -208,7 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fake = crate::testing::FakeZfs::new(dir.path(), "p");
         let rec = crate::testing::RecordingRunner::new(Arc::new(fake));
-        let twice = MountSerialized::new(Arc::new(MountSerialized::new(rec.clone())));
+        let twice = DaemonSerialized::new(Arc::new(DaemonSerialized::new(rec.clone())));
         let cmd = Cmd::zfs(["create", "--", "p/a"]);
         let run = twice.run(&cmd);
         tokio::time::timeout(std::time::Duration::from_secs(20), run)
