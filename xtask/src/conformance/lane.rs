@@ -56,8 +56,8 @@ impl Budget {
     /// VM 8 minutes with boot).
     ///
     /// - zfs-fuse: a `sequences` case of up to 40 steps with full checks costs ~1 s, a
-    ///   `load` build ~1 s (four at once), the scenarios ~20 s; the fault sweep tries its
-    ///   ~110 faults in ~75 s. 100 cases, 32 load builds: about 4 minutes.
+    ///   `load` build ~0.1 s, the scenarios ~20 s; the fault sweep tries its ~110 faults in
+    ///   ~75 s. 100 cases and the full load: about 4.5 minutes.
     /// - VM: every `zfs` command costs 100–200 ms under TCG; the named scenarios alone take
     ///   ~5 minutes one after the other (`bad_input_changes_nothing` ~80 s), a `sequences`
     ///   case of up to 12 steps with quick checks ~10 s, a `concurrency` case ~17 s. The
@@ -76,12 +76,10 @@ impl Budget {
         };
         match lane {
             Lane::Fake | Lane::Kernel => full,
-            // The daemon is shared by every user of the machine and deadlocked under many
-            // concurrent builds in the benchmark: a smaller load keeps it safe.
+            // The full load (200 builds, 10 at once): the store runs one zfs-fuse command at
+            // a time (store_zfs::daemon_lock), which is what kept the daemon alive.
             Lane::ZfsFuse => Budget {
                 cases: 100,
-                load_builds: 32,
-                load_jobs: 4,
                 fault_budget: Duration::from_secs(75),
                 ..full
             },
