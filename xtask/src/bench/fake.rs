@@ -183,7 +183,7 @@ async fn tree(scratch: &Path, files: usize, samples: usize) -> Result<TreeFigure
         median(&v)
     };
     let (bps, cps) = (rate(&builds), rate(&copies));
-    eprintln!("xtask: bench: fake, {files}-file base: {bps:.0} builds/s, {cps:.0} copies/s");
+    eprintln!("xtask: bench: fake, {files}-file base: {bps:.1} builds/s, {cps:.1} copies/s");
     Ok(TreeFigures {
         files,
         samples,

@@ -175,6 +175,16 @@ pub fn targets(zfs: Option<&ZfsBench>, fake: Option<&FakeBench>) -> Vec<Target> 
     t
 }
 
+/// A rate per second: whole numbers from 10 up, one decimal below (a 10,000-file build runs
+/// well under once a second, and `0` would hide it).
+fn rate(per_sec: f64) -> String {
+    if per_sec >= 10.0 {
+        format!("{per_sec:.0}")
+    } else {
+        format!("{per_sec:.1}")
+    }
+}
+
 fn opt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".into(), |r| format!("{r:.2}"))
 }
@@ -234,13 +244,13 @@ pub fn print(report: &BenchReport) {
         for loc in &f.locations {
             for tr in &loc.trees {
                 println!(
-                    "{:<34} {:>7} {:>7} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>7.2}×",
+                    "{:<34} {:>7} {:>7} {:>10} {:>9.2} {:>10} {:>9.2} {:>7.2}×",
                     format!("{} ({}, {})", loc.label, loc.fs_type, loc.path.display()),
                     tr.files,
                     tr.samples,
-                    tr.builds_per_sec,
+                    rate(tr.builds_per_sec),
                     tr.build_median_ms,
-                    tr.copies_per_sec,
+                    rate(tr.copies_per_sec),
                     tr.copy_median_ms,
                     tr.vs_copy
                 );
