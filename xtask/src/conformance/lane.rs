@@ -178,6 +178,12 @@ pub struct LaneArgs {
     /// guest (built with `cargo test -p store-zfs --no-run`), in the same boot.
     #[arg(long)]
     pub with_store_zfs_tests: bool,
+    /// With --engine vm: also run the suite's self-test (what --self-test-broken-store runs
+    /// alone) in the same boot, beside the suite: one boot instead of two, and the guest's
+    /// second vCPU, which the self-test alone leaves mostly idle, is used. Its verdict is
+    /// reported with the guest tests and fails the run if the broken store was not caught.
+    #[arg(long, conflicts_with = "self_test_broken_store")]
+    pub with_self_test: bool,
     /// Test executables to run after the suite, each with ZSTORE_REQUIRE_ZFS=1 (what
     /// --with-store-zfs-tests passes to the guest).
     #[arg(long = "then-run-test", value_name = "FILE", hide = true)]
