@@ -158,9 +158,18 @@ async fn steps(
     engine: &mut Option<LocalEngine>,
 ) -> Result<Vec<StepResult>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let me: OsString = std::env::current_exe()
-        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?
-        .into();
+    // The steps run a private copy of this executable: `cargo test --workspace` relinks
+    // target/debug/xtask while the background VM lane still runs (and copies itself into the
+    // guest), which once failed with "target/debug/xtask (deleted)".
+    let private = tempfile::Builder::new()
+        .prefix("zstore-ci-")
+        .tempdir()
+        .map_err(|e| XtaskError::io("creating", std::env::temp_dir(), e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?;
+    let copy = private.path().join("xtask");
+    std::fs::copy(&exe, &copy).map_err(|e| XtaskError::io("copying", &exe, e))?;
+    let me: OsString = copy.into();
     let ctx = Ctx {
         runner: runner.clone(),
         cancel: cancel.clone(),
