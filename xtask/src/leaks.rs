@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::mount_escape::unescape;
 use crate::pool;
 use crate::procs;
 use crate::runner::Runner;
@@ -153,25 +154,6 @@ fn parse_mountinfo_line(line: &str) -> Option<(PathBuf, String)> {
     let target = pre.split(' ').nth(4)?;
     let source = post.split(' ').nth(1)?;
     Some((PathBuf::from(unescape(target)), unescape(source)))
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let Some(d) = octal {
-            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod crash;
 mod engine;
 mod error;
 mod leaks;
+mod mount_escape;
 mod pool;
 mod prereq;
 mod procs;

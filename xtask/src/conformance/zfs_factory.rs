@@ -23,6 +23,7 @@ use store_zfs::daemon_lock::DaemonSerialized;
 use store_zfs::{Cmd, CmdOutput, RunError, Runner, SystemRunner, ZfsOptions, ZfsStore};
 
 use crate::engine::ZfsKind;
+use crate::mount_escape::unescape;
 
 /// How long teardown waits for a store's background work (cleanups of cancelled builds and
 /// dropped copies) before calling it hung.
@@ -452,26 +453,6 @@ fn parse_mounts(table: &str) -> BTreeMap<String, MountEntry> {
         );
     }
     out
-}
-
-/// Undoes the octal escapes of `/proc/mounts` (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let Some(d) = octal {
-            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether dataset `d` is `ds` or below it.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::error::{Result, XtaskError};
+use crate::mount_escape::unescape;
 use crate::procs;
 use crate::runner::{Cmd, Runner};
 
@@ -182,33 +183,9 @@ fn fuse_mountpoints() -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"fuse.zfs")).then(|| f.get(1).map(|m| unescape_mount(m)))?
+            (f.get(2) == Some(&"fuse.zfs")).then(|| f.get(1).map(|m| unescape(m)))?
         })
         .collect()
-}
-
-/// `/proc/mounts` writes spaces and a few other bytes as octal escapes (`\040`).
-fn unescape_mount(field: &str) -> String {
-    let mut out = String::new();
-    let mut rest = field;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest
-            .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(b) => {
-                out.push(char::from(b));
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The first zfs-fuse mountpoint whose `stat` does not answer within [`ANSWER_LIMIT`]: the
@@ -271,16 +248,4 @@ pub async fn recover_if_wedged(runner: &Runner) -> Result<bool> {
     }
     let _ = std::fs::remove_file(PIDFILE);
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_table_escapes_are_undone() {
-        assert_eq!(unescape_mount(r"/mnt/a\040b"), "/mnt/a b");
-        assert_eq!(unescape_mount(r"/plain"), "/plain");
-        assert_eq!(unescape_mount(r"/odd\x"), r"/odd\x");
-    }
 }
