@@ -88,7 +88,7 @@ impl Zfs {
     /// The same runner, taking the machine-wide daemon lock around every command when `on`
     /// (see [`crate::daemon_lock`]: zfs-fuse's daemon cannot serve two commands that start
     /// at once).
-    pub fn serialize_mounts(self, on: bool) -> Self {
+    pub fn serialize_commands(self, on: bool) -> Self {
         match on {
             true => Self::new(Arc::new(DaemonSerialized::new(self.runner))),
             false => self,

@@ -38,14 +38,9 @@ pub const LOCK_PATH: &str = "/run/lock/zstore-zfs-fuse.lock";
 /// `flock` (the others wait here without holding a thread).
 static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Whether `cmd` talks to the daemon: every `zfs` and `zpool` command.
-pub fn needs_lock(cmd: &Cmd) -> bool {
-    needs_lock_argv(cmd.program.name())
-}
-
-/// [`needs_lock`] for a program name or path, for callers that build their own commands
-/// (test helpers, xtask).
-pub fn needs_lock_argv(program: &str) -> bool {
+/// Whether `program` (a name or a path) talks to the daemon: `zfs` and `zpool`. Every
+/// [`Cmd`] does; callers that build their own commands (test helpers, xtask) ask this.
+pub fn talks_to_daemon(program: &str) -> bool {
     let name = Path::new(program).file_name().and_then(|n| n.to_str());
     matches!(name.unwrap_or(program), "zfs" | "zpool")
 }
@@ -136,7 +131,7 @@ impl Runner for DaemonSerialized {
     /// mount.
     async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
         // Inside a locked run (a wrapper within a wrapper) the lock is already held here.
-        if !needs_lock(cmd) || held() {
+        if held() {
             return self.inner.run(cmd).await;
         }
         let lock = DaemonLock::acquire().await;
@@ -175,11 +170,11 @@ mod tests {
 
     #[test]
     fn every_zfs_and_zpool_command_locks() {
-        assert!(needs_lock(&Cmd::zfs(["create", "--", "p/a"])));
-        assert!(needs_lock(&Cmd::zfs(["list", "-H", "--", "p"])));
-        assert!(needs_lock(&Cmd::zpool(["list", "-H"])));
-        assert!(needs_lock_argv("/sbin/zfs") && needs_lock_argv("zpool"));
-        assert!(!needs_lock_argv("zfs-fuse") && !needs_lock_argv("cargo"));
+        for cmd in [Cmd::zfs(["list", "-H"]), Cmd::zpool(["list", "-H"])] {
+            assert!(talks_to_daemon(cmd.program.name()), "{cmd}");
+        }
+        assert!(talks_to_daemon("/sbin/zfs") && talks_to_daemon("zpool"));
+        assert!(!talks_to_daemon("zfs-fuse") && !talks_to_daemon("cargo"));
     }
 
     /// A recording runner behind two wrappers: the inner one must not wait for the lock the

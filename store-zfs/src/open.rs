@@ -38,7 +38,7 @@ pub async fn open(
         Some(version) => Engine::OpenZfs { version },
         None => Engine::ZfsFuse,
     };
-    let zfs = zfs.serialize_mounts(engine.is_zfs_fuse());
+    let zfs = zfs.serialize_commands(engine.is_zfs_fuse());
     let root = locate(&zfs, location).await?;
     if root.dataset.len() > MAX_ROOT_LEN {
         return Err(StoreError::backend(format!(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::daemon_lock::{DaemonLock, needs_lock_argv};
+use crate::daemon_lock::{DaemonLock, talks_to_daemon};
 pub use crate::fake_zfs::FakeZfs;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
@@ -23,13 +23,11 @@ pub const POOL_DIR: &str = "/var/tmp/zpools";
 
 /// Whether `zfs`/`zpool` run and a ZFS daemon or module answers.
 pub fn zfs_available() -> bool {
-    let _lock = DaemonLock::acquire_blocking();
-    Command::new("zpool")
-        .args(["list", "-H", "-o", "name"])
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() || String::from_utf8_lossy(&o.stderr).contains("no pools")
-        })
+    match run_sync("zpool", &["list", "-H", "-o", "name"]) {
+        Ok(_) => true,
+        // run_sync's message carries stderr.
+        Err(e) => e.contains("no pools"),
+    }
 }
 
 /// For tests that need ZFS: `true` if it is available. Otherwise prints a loud skip message
@@ -62,7 +60,7 @@ static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Runs a command to completion, under the [`DaemonLock`] (test pools share the machine's
 /// zfs-fuse daemon with the stores under test).
 fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
-    let _lock = needs_lock_argv(program).then(DaemonLock::acquire_blocking);
+    let _lock = talks_to_daemon(program).then(DaemonLock::acquire_blocking);
     let out = Command::new(program)
         .args(args)
         .output()

@@ -130,7 +130,7 @@ impl Exec for SystemExec {
         // zfs-fuse's daemon cannot serve two commands that start at once, whoever runs them:
         // zfs and zpool take the same machine-wide lock as the stores.
         let program = cmd.program.to_string_lossy();
-        let _lock = if daemon_lock::needs_lock_argv(&program) && !daemon_lock::held() {
+        let _lock = if daemon_lock::talks_to_daemon(&program) && !daemon_lock::held() {
             Some(daemon_lock::DaemonLock::acquire().await)
         } else {
             None
