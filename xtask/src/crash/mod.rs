@@ -182,8 +182,21 @@ async fn on_fake(runner: &Runner, cancel: &Cancel, plan: &Plan, keep: bool) -> R
             "crash: --keep: store and journal in {}",
             work.keep().display()
         );
+    } else {
+        keep_work_if_violated(work, &tally);
     }
     tally
+}
+
+/// Keeps the work directory (journal and the logs of the children whose rounds broke a
+/// promise) when the run found a violation, so it can be looked into; removes it otherwise.
+fn keep_work_if_violated(work: tempfile::TempDir, tally: &Result<Tally>) {
+    if tally.as_ref().is_ok_and(|t| !t.violations.is_empty()) {
+        println!(
+            "crash: the journal and the logs of the rounds with violations are kept in {}",
+            work.keep().display()
+        );
+    }
 }
 
 async fn on_pool(
@@ -230,6 +243,7 @@ async fn on_pool(
         );
         Ok(())
     } else {
+        keep_work_if_violated(work, &ran);
         fp.pools.push(record.name.clone());
         fp.files
             .extend([record.vdev.clone(), dir.root().join(format!("{name}.json"))]);

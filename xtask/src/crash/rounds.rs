@@ -64,6 +64,7 @@ pub async fn run(
         if cancel.is_cancelled() {
             return Err(XtaskError::Interrupted);
         }
+        let violations_at_start = t.violations.len();
         let log = work.join(format!("child-{round}.log"));
         let stderr = std::fs::File::create(&log)
             .map_err(|e| XtaskError::io("creating the child's log", &log, e))?;
@@ -83,7 +84,7 @@ pub async fn run(
             c.process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(stderr))
-                .env("RUST_LOG", "warn");
+                .env("RUST_LOG", child_log_filter());
         })?;
         let pid = child.id().unwrap_or(0);
         let delay = Duration::from_millis(rng.next_u64() % max_ms);
@@ -154,13 +155,24 @@ pub async fn run(
             println!("    {v}");
             t.violations.push(format!("round {round} ({during}): {v}"));
         }
+        if t.violations.len() > violations_at_start {
+            // Kept (with the work directory) for whoever looks into the violation.
+            println!("    the child's log: {}", log.display());
+        } else {
+            let _ = std::fs::remove_file(&log);
+        }
         if t.violations.len() >= 20 {
             println!("crash: stopping after 20 violations");
             break;
         }
-        let _ = std::fs::remove_file(&log);
     }
     Ok(t)
+}
+
+/// The child's `RUST_LOG`: the parent's when set (e.g. `store_zfs=debug` to see every command
+/// the child ran before the kill), else warnings only.
+fn child_log_filter() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned())
 }
 
 /// Waits until no process of group `pgid` is left.
