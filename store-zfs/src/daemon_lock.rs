@@ -16,8 +16,12 @@
 //! The daemon serves every pool and every process on the machine, so the lock must too: an
 //! exclusive `flock(2)` on [`LOCK_PATH`] around each command, taken by the store when its
 //! engine is zfs-fuse ([`DaemonSerialized`]) and by the project's test and xtask code. A
-//! process that dies releases its lock with its file descriptors. Programs outside this
-//! project that use the same daemon do not take it; run them at other times.
+//! process that dies releases its lock with its file descriptors, except that a command the
+//! store started under the lock inherits the lock's descriptor and holds the lock until the
+//! command itself ends: a builder killed while its `zfs destroy` runs leaves that command
+//! running, and a store reopened at once must not send the daemon a second command beside it.
+//! Programs outside this project that use the same daemon do not take the lock; run them at
+//! other times.
 //!
 //! On OpenZFS the kernel serves concurrent commands, and the store does not take the lock.
 
@@ -47,14 +51,31 @@ pub fn talks_to_daemon(program: &str) -> bool {
 
 tokio::task_local! {
     /// Set in the task that runs a locked command, so that a [`DaemonSerialized`] nested in
-    /// another does not wait for the lock its caller holds.
-    static HELD: bool;
+    /// another does not wait for the lock its caller holds, and so that the command started
+    /// there can inherit the lock (the locked file, if it could be opened).
+    static HELD: Option<Arc<File>>;
 }
 
 /// Whether the current task runs a command under a [`DaemonSerialized`]'s lock (so taking
 /// the lock again would wait for itself).
 pub fn held() -> bool {
-    HELD.try_with(|held| *held).unwrap_or(false)
+    HELD.try_with(|_| ()).is_ok()
+}
+
+/// The standard input for a command started under the lock the current task holds: the
+/// locked file itself, so that the lock (which belongs to the open file, not to this
+/// process) stays held until that command and whatever it leaves behind have ended, even if
+/// this process dies first. `None` outside a locked run. `zfs` and `zpool` read no input
+/// but `zfs receive`'s, which the store never runs.
+pub(crate) fn inherited_stdin() -> Option<std::process::Stdio> {
+    let file = HELD.try_with(|f| f.clone()).ok().flatten()?;
+    match file.try_clone() {
+        Ok(dup) => Some(dup.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand the zfs-fuse daemon lock to the command");
+            None
+        }
+    }
 }
 
 /// The held lock; released when dropped.
@@ -62,7 +83,7 @@ pub fn held() -> bool {
 pub struct DaemonLock {
     // The flock is released when the file is closed; `None` if the lock file could not be
     // opened (then only this process is serialised, and a warning was logged).
-    _file: Option<File>,
+    file: Option<Arc<File>>,
     _local: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
@@ -75,7 +96,7 @@ impl DaemonLock {
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
         Self {
-            _file: warn_unlocked(file),
+            file: warn_unlocked(file).map(Arc::new),
             _local: Some(local),
         }
     }
@@ -84,7 +105,7 @@ impl DaemonLock {
     /// never call it on an async runtime's worker).
     pub fn acquire_blocking() -> Self {
         Self {
-            _file: warn_unlocked(lock_file(Path::new(LOCK_PATH))),
+            file: warn_unlocked(lock_file(Path::new(LOCK_PATH))).map(Arc::new),
             _local: None,
         }
     }
@@ -136,7 +157,7 @@ impl Runner for DaemonSerialized {
         }
         let lock = DaemonLock::acquire().await;
         let (inner, owned) = (Arc::clone(&self.inner), cmd.clone());
-        let task = tokio::spawn(HELD.scope(true, async move {
+        let task = tokio::spawn(HELD.scope(lock.file.clone(), async move {
             let out = inner.run(&owned).await;
             drop(lock);
             out
@@ -208,5 +229,43 @@ mod tests {
         );
         drop(first);
         try_lock().expect("free after the holder is dropped");
+    }
+
+    /// The store's commands inherit the lock: when the process that took it lets go (here:
+    /// closes its descriptor, as a killed process does) while the command still runs, the
+    /// lock stays held until the command ends, so a store reopened at once cannot send the
+    /// daemon a command beside it.
+    #[tokio::test]
+    async fn a_command_started_under_the_lock_holds_it_until_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l");
+        let locked = Arc::new(lock_file(&path).expect("lock"));
+        let mut child = HELD
+            .scope(Some(Arc::clone(&locked)), async {
+                crate::runner::system_command("sleep", &["2".to_owned()]).spawn()
+            })
+            .await
+            .expect("spawning sleep");
+        drop(locked);
+        let other = OpenOptions::new().write(true).open(&path).expect("open");
+        let try_lock = || rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive);
+        assert_eq!(
+            try_lock(),
+            Err(rustix::io::Errno::WOULDBLOCK),
+            "the running command must keep the lock after its starter let go"
+        );
+        assert!(child.wait().await.expect("sleep").success());
+        try_lock().expect("free once the command has ended");
+    }
+
+    #[tokio::test]
+    async fn outside_a_locked_run_commands_get_no_input() {
+        assert!(!held());
+        assert!(inherited_stdin().is_none());
+        let out = crate::runner::system_command("cat", &[])
+            .output()
+            .await
+            .expect("cat");
+        assert!(out.status.success() && out.stdout.is_empty());
     }
 }

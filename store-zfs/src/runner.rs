@@ -167,7 +167,9 @@ pub trait Runner: Send + Sync + 'static {
     async fn mount_table(&self) -> std::io::Result<String>;
 }
 
-/// The real runner: starts `zfs`/`zpool` with [`tokio::process`], no shell, stdin closed.
+/// The real runner: starts `zfs`/`zpool` with [`tokio::process`], no shell, stdin closed
+/// (or, under the zfs-fuse daemon lock, the locked file, so that the command holds the lock
+/// until it ends even if this process is killed first).
 ///
 /// A command whose caller is cancelled is not killed: ZFS commands are short, and killing one
 /// half-way would only add uncertainty about what it did. The store orders its own cleanup
@@ -179,13 +181,7 @@ pub struct SystemRunner;
 impl Runner for SystemRunner {
     async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
         let program = cmd.program.name();
-        let output = tokio::process::Command::new(program)
-            .args(&cmd.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // `zfs` output is parsed; keep it in the C locale.
-            .env("LC_ALL", "C")
+        let output = system_command(program, &cmd.args)
             .output()
             .await
             .map_err(|source| RunError::Spawn { program, source })?;
@@ -199,4 +195,18 @@ impl Runner for SystemRunner {
     async fn mount_table(&self) -> std::io::Result<String> {
         tokio::fs::read_to_string("/proc/mounts").await
     }
+}
+
+/// How [`SystemRunner`] starts `program`: output captured, the C locale, and stdin closed or,
+/// under the zfs-fuse daemon lock, the locked file (see [`crate::daemon_lock`]).
+pub(crate) fn system_command(program: &str, args: &[String]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(crate::daemon_lock::inherited_stdin().unwrap_or_else(Stdio::null))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // `zfs` output is parsed; keep it in the C locale.
+        .env("LC_ALL", "C");
+    command
 }
