@@ -135,7 +135,9 @@
 //! cannot serve two commands that start at once (one is lost, or a mount concurrent with an
 //! unmount deadlocks it, and then every file access under its mounts hangs until it is
 //! killed). Concurrent builds still run their build functions at once; only the commands
-//! queue. Other programs that use the same daemon do not take the lock.
+//! queue. A command holds the lock until it ends, even when the process that started it is
+//! killed first, so a store reopened at once waits for it. Other programs that use the same
+//! daemon do not take the lock.
 //!
 //! No operation lists datasets: their cost does not grow with the number of results (the
 //! `scale` test builds 2,000). Open costs one `zfs list` of the store plus repairs.
