@@ -16,10 +16,11 @@
 //! The daemon serves every pool and every process on the machine, so the lock must too: an
 //! exclusive `flock(2)` on [`LOCK_PATH`] around each command, taken by the store when its
 //! engine is zfs-fuse ([`DaemonSerialized`]) and by the project's test and xtask code. A
-//! process that dies releases its lock with its file descriptors, except that a command the
-//! store started under the lock inherits the lock's descriptor and holds the lock until the
-//! command itself ends: a builder killed while its `zfs destroy` runs leaves that command
-//! running, and a store reopened at once must not send the daemon a second command beside it.
+//! process that dies releases its lock with its file descriptors, except that a command
+//! started under the lock inherits the lock's descriptor ([`DaemonLock::stdin`]) and holds the
+//! lock until the command itself ends: a builder killed while its `zfs destroy` runs leaves
+//! that command running, and a store reopened at once must not send the daemon a second
+//! command beside it.
 //! Programs outside this project that use the same daemon do not take the lock; run them at
 //! other times.
 //!
@@ -28,6 +29,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -62,19 +64,20 @@ pub fn held() -> bool {
     HELD.try_with(|_| ()).is_ok()
 }
 
-/// The standard input for a command started under the lock the current task holds: the
-/// locked file itself, so that the lock (which belongs to the open file, not to this
-/// process) stays held until that command and whatever it leaves behind have ended, even if
-/// this process dies first. `None` outside a locked run. `zfs` and `zpool` read no input
-/// but `zfs receive`'s, which the store never runs.
-pub(crate) fn inherited_stdin() -> Option<std::process::Stdio> {
-    let file = HELD.try_with(|f| f.clone()).ok().flatten()?;
-    match file.try_clone() {
-        Ok(dup) => Some(dup.into()),
-        Err(e) => {
+/// [`DaemonLock::stdin`] of the lock the current task holds; `None` outside a locked run.
+pub(crate) fn inherited_stdin() -> Option<Stdio> {
+    HELD.try_with(|file| stdin_holding(file.as_deref())).ok()
+}
+
+/// A duplicate of the locked `file` as a command's stdin; closed stdin without one.
+fn stdin_holding(file: Option<&File>) -> Stdio {
+    match file.map(File::try_clone) {
+        Some(Ok(dup)) => dup.into(),
+        Some(Err(e)) => {
             tracing::warn!(error = %e, "cannot hand the zfs-fuse daemon lock to the command");
-            None
+            Stdio::null()
         }
+        None => Stdio::null(),
     }
 }
 
@@ -88,6 +91,15 @@ pub struct DaemonLock {
 }
 
 impl DaemonLock {
+    /// The standard input for a command run under this lock: the locked file itself, so that
+    /// the lock (which belongs to the open file, not to this process) stays held until that
+    /// command and whatever it leaves behind have ended, even if this process dies first.
+    /// Closed stdin if the lock file could not be opened. `zfs` and `zpool` read no input but
+    /// `zfs receive`'s, which nothing here runs.
+    pub fn stdin(&self) -> Stdio {
+        stdin_holding(self.file.as_deref())
+    }
+
     /// Waits for the machine-wide lock. A cancelled wait leaves nothing held: a `flock`
     /// that completes after its waiter is gone is released at once.
     pub async fn acquire() -> Self {
@@ -215,13 +227,19 @@ mod tests {
         assert_eq!(rec.take().len(), 1);
     }
 
+    /// A second open of the lock file at `path`, and a non-blocking try of the lock through
+    /// it (`WOULDBLOCK` while someone else holds it).
+    fn another_open_tries(path: &Path) -> impl Fn() -> rustix::io::Result<()> {
+        let other = OpenOptions::new().write(true).open(path).expect("open");
+        move || rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive)
+    }
+
     #[test]
     fn the_file_lock_excludes_another_holder_until_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("l");
         let first = lock_file(&path).expect("lock");
-        let other = OpenOptions::new().write(true).open(&path).expect("open");
-        let try_lock = || rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive);
+        let try_lock = another_open_tries(&path);
         assert_eq!(
             try_lock(),
             Err(rustix::io::Errno::WOULDBLOCK),
@@ -247,8 +265,7 @@ mod tests {
             .await
             .expect("spawning sleep");
         drop(locked);
-        let other = OpenOptions::new().write(true).open(&path).expect("open");
-        let try_lock = || rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive);
+        let try_lock = another_open_tries(&path);
         assert_eq!(
             try_lock(),
             Err(rustix::io::Errno::WOULDBLOCK),

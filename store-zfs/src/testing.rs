@@ -3,7 +3,7 @@
 //! ([`RecordingRunner`]) and one that fails or "crashes" at a chosen command ([`FaultRunner`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,9 +60,10 @@ static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Runs a command to completion, under the [`DaemonLock`] (test pools share the machine's
 /// zfs-fuse daemon with the stores under test).
 fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
-    let _lock = talks_to_daemon(program).then(DaemonLock::acquire_blocking);
+    let lock = talks_to_daemon(program).then(DaemonLock::acquire_blocking);
     let out = Command::new(program)
         .args(args)
+        .stdin(lock.as_ref().map_or_else(Stdio::null, DaemonLock::stdin))
         .output()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     if out.status.success() {

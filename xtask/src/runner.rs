@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use store_zfs::daemon_lock;
+use store_zfs::daemon_lock::{self, DaemonLock};
 
 use crate::error::{Result, XtaskError};
 
@@ -130,14 +130,15 @@ impl Exec for SystemExec {
         // zfs-fuse's daemon cannot serve two commands that start at once, whoever runs them:
         // zfs and zpool take the same machine-wide lock as the stores.
         let program = cmd.program.to_string_lossy();
-        let _lock = if daemon_lock::talks_to_daemon(&program) && !daemon_lock::held() {
-            Some(daemon_lock::DaemonLock::acquire().await)
+        let lock = if daemon_lock::talks_to_daemon(&program) && !daemon_lock::held() {
+            Some(DaemonLock::acquire().await)
         } else {
             None
         };
         let out = cmd
             .to_command()
-            .stdin(Stdio::null())
+            // Under the lock, the command holds it until it ends (see `DaemonLock::stdin`).
+            .stdin(lock.as_ref().map_or_else(Stdio::null, DaemonLock::stdin))
             .kill_on_drop(true)
             .output()
             .await?;
