@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
                 the_first_release_of_a_generation_wins_in_every_order
                 copies_are_independent_and_a_dropped_copy_is_never_published
                 a_deep_chain_of_builds_keeps_every_layer
+                a_directory_swapped_for_a_link_never_leads_outside
                 bad_input_changes_nothing
                 sequences
                 concurrency

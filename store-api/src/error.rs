@@ -48,6 +48,29 @@ pub enum StoreError {
     /// An external command failed.
     #[error(transparent)]
     Command(#[from] CommandFailure),
+    /// The directory a build function or cache holder was given is no longer a real
+    /// directory: it was replaced by a symlink, a file, or removed. The store follows no such
+    /// replacement out of its root; it recorded nothing (the build has no result, the copy
+    /// was not published).
+    #[error("{} is no longer the directory the store made ({found}); nothing was recorded", path.display())]
+    NotADirectory {
+        /// The build directory or cache copy.
+        path: PathBuf,
+        /// What is there now, e.g. "a symlink to /etc" or "nothing".
+        found: String,
+    },
+    /// A lock the store needs is held by someone else: the store is open elsewhere (a second
+    /// open of an open store fails with this and changes nothing), or a machine-wide lock
+    /// (such as `store-zfs`'s zfs-fuse daemon lock) was not free within its time limit.
+    #[error("{what} is locked by {holder} (lock file {})", path.display())]
+    Locked {
+        /// What is locked, e.g. "the ZFS store tank/zstore".
+        what: String,
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as far as the system says.
+        holder: LockHolder,
+    },
     /// A test hook of the store made this operation fail on purpose (fault injection).
     #[error("fault injected by the test harness: {what}")]
     FaultInjected {
@@ -80,6 +103,68 @@ impl StoreError {
         StoreError::Backend {
             message: message.into(),
             source: None,
+        }
+    }
+}
+
+/// Who holds a file lock, for [`StoreError::Locked`]: a process id and its command name,
+/// read from `/proc/locks` and `/proc/<pid>/comm` where the system has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holding process, if the system names it.
+    pub pid: Option<u32>,
+    /// Its command name (`comm`), if known.
+    pub command: Option<String>,
+}
+
+impl LockHolder {
+    /// The holder of the `flock` or POSIX lock on `file`, as `/proc/locks` names it (the
+    /// process that took the lock; an inherited descriptor keeps that pid). An unknown
+    /// holder where the system does not say.
+    pub fn of(file: &std::fs::File) -> LockHolder {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = file.metadata() else {
+            return LockHolder::default();
+        };
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        let pid = holder_pid(&locks, meta.dev(), meta.ino());
+        let command = pid.and_then(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|c| c.trim_end().to_owned())
+        });
+        LockHolder { pid, command }
+    }
+}
+
+/// The pid of the first lock on device `dev`, inode `ino` in a `/proc/locks` text, whose
+/// lines read `1: FLOCK  ADVISORY  WRITE 1234 fe:00:876584 0 EOF` (device as hex major:minor).
+fn holder_pid(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    // Linux's encoding of a dev_t (see `gnu_dev_major` / `gnu_dev_minor`).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `->` marks a waiter, not a holder.
+        if fields.get(1) == Some(&"->") {
+            return None;
+        }
+        let (pid, file) = (fields.get(4)?, fields.get(5)?);
+        let mut parts = file.split(':');
+        let (maj, min, inode) = (parts.next()?, parts.next()?, parts.next()?);
+        let same = u64::from_str_radix(maj, 16).ok()? == major
+            && u64::from_str_radix(min, 16).ok()? == minor
+            && inode.parse::<u64>().ok()? == ino;
+        same.then(|| pid.parse().ok()).flatten()
+    })
+}
+
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.pid, &self.command) {
+            (Some(pid), Some(command)) => write!(f, "process {pid} ({command})"),
+            (Some(pid), None) => write!(f, "process {pid}"),
+            (None, _) => f.write_str("another process or handle (not named by /proc/locks)"),
         }
     }
 }
@@ -195,4 +280,27 @@ pub enum DeleteCacheError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_is_read_off_proc_locks() {
+        // Device 254:0 (fe:00), inode 876584; a waiter's line (`->`) is no holder.
+        let locks = "1: POSIX  ADVISORY  WRITE 9531 fe:00:876584 1 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 42 00:1a:77 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 43 00:1a:77 0 EOF\n";
+        let dev = 0xfe << 8; // major 0xfe, minor 0
+        assert_eq!(holder_pid(locks, dev, 876_584), Some(9531));
+        assert_eq!(holder_pid(locks, 0x1a, 77), Some(42));
+        assert_eq!(holder_pid(locks, 0x1a, 78), None);
+        let named = LockHolder {
+            pid: Some(42),
+            command: Some("builder".into()),
+        };
+        assert_eq!(named.to_string(), "process 42 (builder)");
+        assert!(LockHolder::default().to_string().contains("not named"));
+    }
 }

@@ -78,7 +78,7 @@ mod user;
 pub use build_fn::{BuildFn, BuildFnError, BuildFnOutcome, BuildFuture, run_build_fn};
 pub use cache_lease::{CacheCopy, CacheLease, ReleaseOutcome};
 pub use cache_name::CacheName;
-pub use error::{BuildError, CommandFailure, DeleteCacheError, StoreError};
+pub use error::{BuildError, CommandFailure, DeleteCacheError, LockHolder, StoreError};
 pub use id::Id;
 pub use name_error::{NameError, NameErrorReason, NameKind};
 pub use spec::{StoreSpec, StoreSpecError};

@@ -132,6 +132,11 @@ impl Inner {
             tracing::debug!(cache = %name, version = ticket.version, "discarded stale cache copy");
             return Ok(ReleaseOutcome::Discarded);
         }
+        if let Err(e) = crate::top_dir::check_top_dir(path) {
+            // The holder swapped its copy for a link (or removed it): publish nothing.
+            self.dispose(path);
+            return Err(e);
+        }
         let dir = self.layout.cache(name);
         let next = version_dir(&dir, ticket.version + 1);
         let old = version_dir(&dir, ticket.version);

@@ -21,14 +21,27 @@ use store_api::StoreError;
 use walkdir::WalkDir;
 
 use crate::owner::ProcessIds;
+use crate::top_dir::check_top_dir;
 
 /// Copies the tree at `src` (a directory) to `dst`, which must not exist yet (its parent
 /// must). On error `dst` may hold a partial copy: the caller removes it.
+///
+/// `src` itself must be a real directory ([`StoreError::NotADirectory`] otherwise). A
+/// directory inside it on which another filesystem is mounted is copied as an empty
+/// directory, as a snapshot of the tree would show it; nothing under it is read.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
     let ids = ProcessIds::current();
     let mut dirs: Vec<(PathBuf, Metadata)> = Vec::new();
     let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for entry in WalkDir::new(src).follow_links(false) {
+    // Never follow a symlink, not even at the top (walkdir's default follows a symlinked
+    // root: a build directory swapped for a link to a host directory would be copied from
+    // there, and onto itself), and never descend into a filesystem mounted inside the tree.
+    let walk = WalkDir::new(src)
+        .follow_links(false)
+        .follow_root_links(false)
+        .same_file_system(true);
+    let mut top_dev = None;
+    for entry in walk {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(src).to_owned();
             StoreError::io("reading the tree to copy at", path, e.into())
@@ -48,6 +61,17 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
         let meta = entry
             .metadata()
             .map_err(|e| StoreError::io("reading metadata of", from, e.into()))?;
+        match top_dev {
+            None => {
+                check_top_dir(src)?;
+                top_dev = Some(meta.dev());
+            }
+            Some(dev) if meta.is_dir() && meta.dev() != dev => {
+                // A mount point: copied as the empty directory a snapshot would show.
+                tracing::warn!(path = %from.display(), "a filesystem is mounted inside the tree; its contents are not copied");
+            }
+            Some(_) => {}
+        }
         copy_entry(from, &to, &meta, &ids, &mut linked)
             .map_err(|e| StoreError::io(format!("copying {} to", from.display()), &to, e))?;
         if meta.is_dir() {

@@ -105,6 +105,7 @@ mod results;
 mod state;
 mod steps;
 mod store_impl;
+mod top_dir;
 
 #[cfg(feature = "test-defects")]
 pub use defects::CrashDefect;

@@ -3,6 +3,7 @@
 
 mod contract;
 mod faults;
+mod hostile;
 mod obuilder;
 pub(crate) mod support;
 
@@ -39,5 +40,6 @@ registry![
     contract::the_first_release_of_a_generation_wins_in_every_order,
     contract::copies_are_independent_and_a_dropped_copy_is_never_published,
     contract::a_deep_chain_of_builds_keeps_every_layer,
+    hostile::a_directory_swapped_for_a_link_never_leads_outside,
     bad_input::bad_input_changes_nothing,
 ];

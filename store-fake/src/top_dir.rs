@@ -1,0 +1,60 @@
+//! The top directory of a build or of a cache copy must still be the real directory the store
+//! made when the store takes it back: a build function or cache holder may have replaced it
+//! with a symlink (to anywhere on the host), a file, or nothing. The store then records
+//! nothing and follows no link: it never reads or writes outside its root because of what it
+//! was handed back.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use store_api::StoreError;
+
+/// `Ok` if `path` is a directory (not a symlink to one); else
+/// [`StoreError::NotADirectory`] saying what is there.
+pub(crate) fn check_top_dir(path: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) | Err(_) => Err(StoreError::NotADirectory {
+            path: path.to_owned(),
+            found: describe(path),
+        }),
+    }
+}
+
+/// What is at `path`, for messages, without following a symlink.
+pub(crate) fn describe(path: &Path) -> String {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "nothing".to_owned(),
+        Err(e) => format!("unreadable: {e}"),
+        Ok(meta) if meta.file_type().is_symlink() => match fs::read_link(path) {
+            Ok(target) => format!("a symlink to {}", target.display()),
+            Err(_) => "a symlink".to_owned(),
+        },
+        Ok(meta) if meta.is_dir() => "a directory".to_owned(),
+        Ok(meta) if meta.is_file() => "a file".to_owned(),
+        Ok(_) => "a special file".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_real_directory_passes() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("d");
+        fs::create_dir(&dir).expect("mkdir");
+        check_top_dir(&dir).expect("a directory");
+        let link = parent.path().join("l");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let err = check_top_dir(&link).expect_err("a link to a directory");
+        assert!(err.to_string().contains("a symlink to"), "{err}");
+        let file = parent.path().join("f");
+        fs::write(&file, "").expect("write");
+        assert!(check_top_dir(&file).is_err());
+        let err = check_top_dir(&parent.path().join("gone")).expect_err("missing");
+        assert!(err.to_string().contains("nothing"), "{err}");
+    }
+}
