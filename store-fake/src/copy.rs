@@ -20,6 +20,7 @@ use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 use store_api::StoreError;
 use walkdir::WalkDir;
 
+use crate::mount_point::is_mount_root;
 use crate::owner::ProcessIds;
 use crate::top_dir::check_top_dir;
 
@@ -36,12 +37,12 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
     // Never follow a symlink, not even at the top (walkdir's default follows a symlinked
     // root: a build directory swapped for a link to a host directory would be copied from
     // there, and onto itself), and never descend into a filesystem mounted inside the tree.
-    let walk = WalkDir::new(src)
+    let mut walk = WalkDir::new(src)
         .follow_links(false)
         .follow_root_links(false)
-        .same_file_system(true);
+        .into_iter();
     let mut top_dev = None;
-    for entry in walk {
+    while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(src).to_owned();
             StoreError::io("reading the tree to copy at", path, e.into())
@@ -66,9 +67,14 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
                 check_top_dir(src)?;
                 top_dev = Some(meta.dev());
             }
-            Some(dev) if meta.is_dir() && meta.dev() != dev => {
+            Some(dev)
+                if meta.is_dir()
+                    && is_mount_root(CWD, from, dev)
+                        .map_err(|e| StoreError::io("reading metadata of", from, e))? =>
+            {
                 // A mount point: copied as the empty directory a snapshot would show.
                 tracing::warn!(path = %from.display(), "a filesystem is mounted inside the tree; its contents are not copied");
+                walk.skip_current_dir();
             }
             Some(_) => {}
         }

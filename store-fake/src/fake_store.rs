@@ -173,6 +173,14 @@ impl FakeStore {
             .map_or(0, |record| record.live.load(Ordering::SeqCst))
     }
 
+    /// What the store could not remove yet (an immutable file, a filesystem still mounted
+    /// inside a failed build's directory): uncommitted trees, retried by
+    /// [`complete_deletes`](store_api::Store::complete_deletes) (which fails, naming the first
+    /// of them, while any is left) and at the next open. Empty normally.
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        self.inner.state().pending_removal.clone()
+    }
+
     /// How many builds are running (reserved and not yet committed or cleaned up).
     pub fn builds_in_progress(&self) -> usize {
         self.inner.state().building.len()

@@ -97,11 +97,18 @@ impl Layout {
     }
 
     /// A fresh path in scratch directory `dir` (`tmp`, `trash` or `cache-tmp`). Unique within
-    /// this open store; the scratch directories are emptied on open, so no earlier leftover
-    /// can be in the way.
+    /// this open store; opening empties the scratch directories and numbers past whatever it
+    /// could not remove ([`skip_scratch_past`](Self::skip_scratch_past)), so no earlier
+    /// leftover can be in the way.
     pub(crate) fn scratch(&self, dir: &str) -> PathBuf {
         let n = self.next_scratch.fetch_add(1, Ordering::Relaxed);
         self.root.join(dir).join(n.to_string())
+    }
+
+    /// Makes every later [`scratch`](Self::scratch) name higher than `n`.
+    pub(crate) fn skip_scratch_past(&self, n: u64) {
+        self.next_scratch
+            .fetch_max(n.saturating_add(1), Ordering::Relaxed);
     }
 }
 

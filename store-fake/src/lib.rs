@@ -76,6 +76,19 @@
 //! away) stays owned by the process, and [`CacheInfo::owner`] still records the requested
 //! owner, so a test can check what was asked for.
 //!
+//! # What a build function leaves behind
+//!
+//! The fake never reads, writes or removes anything outside its root because of what a build
+//! function or cache holder left in its directory. A build directory or cache copy swapped
+//! for a symlink (or a file) is not recorded: the build fails, the release fails, with
+//! [`StoreError::NotADirectory`](store_api::StoreError::NotADirectory). Copies and removals
+//! never follow a symlink and never enter a filesystem mounted (or bound) inside a tree: a
+//! mount point is copied as an empty directory, as a snapshot shows it, and left in place
+//! by a removal. What cannot be removed (such a mount point, an immutable file) is logged,
+//! listed by [`FakeStore::leftovers`], retried by
+//! [`complete_deletes`](store_api::Store::complete_deletes) (which fails while anything is
+//! left) and at the next open, and never stops the store from opening.
+//!
 //! # Layout and limits
 //!
 //! The root holds a `store-fake` marker file, `state/` (the
@@ -97,6 +110,7 @@ mod df;
 mod escape;
 mod fake_store;
 mod layout;
+mod mount_point;
 mod open;
 mod options;
 mod owner;

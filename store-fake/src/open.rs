@@ -49,14 +49,23 @@ pub(crate) fn open_root(
         disk.create_dir_all(&path)
             .map_err(io_err("creating", &path))?;
     }
+    let mut state = State::default();
     if defect != Some(CrashDefect::OpenKeepsScratch) {
         for dir in SCRATCH_DIRS {
-            empty_dir(&layout.dir(dir), disk)?;
+            empty_dir(&layout.dir(dir), disk, &mut state.pending_removal)?;
         }
     }
-    let mut state = State::default();
     load_results(&layout, disk, &mut state)?;
     load_caches(&layout, disk, &mut state)?;
+    // New scratch names must not meet what could not be removed (numbered from 0 again).
+    for dir in SCRATCH_DIRS {
+        for entry in read_dir(&layout.dir(dir))? {
+            let (path, _) = entry?;
+            if let Some(n) = file_name(&path).and_then(|n| n.parse::<u64>().ok()) {
+                layout.skip_scratch_past(n);
+            }
+        }
+    }
     tracing::debug!(
         root = %layout.root().display(),
         results = state.results.len(),
@@ -116,13 +125,20 @@ fn lock_root(layout: &Layout, disk: &Fs) -> Result<File, StoreError> {
     }
 }
 
-/// Removes everything inside `dir`.
-fn empty_dir(dir: &Path, disk: &Fs) -> Result<(), StoreError> {
+/// Removes everything inside `dir`. What cannot be removed (an immutable file, a filesystem
+/// still mounted inside a build directory) is logged and added to `pending`, retried by
+/// `complete_deletes` and at the next open: one such leftover must not stop the store from
+/// opening.
+fn empty_dir(dir: &Path, disk: &Fs, pending: &mut Vec<PathBuf>) -> Result<(), StoreError> {
     for entry in read_dir(dir)? {
         let (path, _) = entry?;
-        disk.remove(&path)
-            .map_err(io_err("removing leftover", &path))?;
-        tracing::debug!(path = %path.display(), "reclaimed leftover");
+        match disk.remove(&path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "reclaimed leftover"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover yet; retried later");
+                pending.push(path);
+            }
+        }
     }
     Ok(())
 }
@@ -156,8 +172,10 @@ fn load_results(layout: &Layout, disk: &Fs, state: &mut State) -> Result<(), Sto
             .is_some_and(|id| state.results.contains_key(&id));
         if !committed {
             // An interrupted commit or delete.
-            disk.remove(&path)
-                .map_err(io_err("removing uncommitted result", &path))?;
+            if let Err(e) = disk.remove(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an uncommitted result yet; retried later");
+                state.pending_removal.push(path);
+            }
         }
     }
     Ok(())
@@ -204,8 +222,10 @@ fn load_caches(layout: &Layout, disk: &Fs, state: &mut State) -> Result<(), Stor
         for &old in &versions[..versions.len() - 1] {
             // An old version whose removal was interrupted right after a publish.
             let old_path = version_dir(&path, old);
-            disk.remove(&old_path)
-                .map_err(io_err("removing old cache version", &old_path))?;
+            if let Err(e) = disk.remove(&old_path) {
+                tracing::warn!(path = %old_path.display(), error = %e, "cannot remove an old cache version yet; retried later");
+                state.pending_removal.push(old_path);
+            }
         }
         let incarnation = state.caches.len() as u64;
         state.caches.insert(
