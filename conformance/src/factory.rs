@@ -88,6 +88,12 @@ pub trait StoreFactory: Send + Sync + 'static {
 
     /// Opens a store again over `storage`, after the suite dropped every handle to the
     /// previous one. Only called if [`Capabilities::can_reopen`].
+    ///
+    /// The scenario `a_second_open_of_an_open_store_fails_and_changes_nothing` also calls it
+    /// while the previous store is still open: that must fail at once and change nothing.
+    /// Return the backend's [`StoreError`](store_api::StoreError) boxed as it is (`?` does),
+    /// so the suite can see that it is
+    /// [`StoreError::Locked`](store_api::StoreError::Locked).
     async fn reopen(&self, storage: &Self::Storage) -> Result<Arc<dyn Store>, FactoryError> {
         let _ = storage;
         Err("this backend cannot reopen a store".into())

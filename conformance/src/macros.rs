@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
                 copies_are_independent_and_a_dropped_copy_is_never_published
                 a_deep_chain_of_builds_keeps_every_layer
                 a_directory_swapped_for_a_link_never_leads_outside
+                a_second_open_of_an_open_store_fails_and_changes_nothing
                 bad_input_changes_nothing
                 sequences
                 concurrency

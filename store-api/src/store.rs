@@ -37,6 +37,18 @@ use crate::{BuildError, CacheLease, CacheName, DeleteCacheError, Id, StoreError,
 ///   all of the copy or none of it).
 /// - **Bad input changes nothing**: an invalid id or cache name cannot be constructed, and any
 ///   operation that fails with a [`StoreError`] leaves the other results and caches as they were.
+/// - **One opener at a time**: a backend's storage is open in one store at a time. Opening it
+///   again while it is open, in another process or in this one, fails at once with
+///   [`StoreError::Locked`] naming the holder, and changes nothing. The lock goes with the
+///   last handle (the store, its clones and leases) or with the process, so a builder that
+///   crashed can open the store again at once.
+/// - **Nothing outside the root**: whatever a build function or cache holder leaves in its
+///   directory (symlinks, a symlink or file in place of the directory itself, a filesystem
+///   mounted inside), the store never reads, writes or removes anything outside its root
+///   because of it. A build or release whose directory is no longer a real directory records
+///   nothing and fails ([`StoreError::NotADirectory`] where the backend can see it; a ZFS
+///   backend, whose directory is a mount point that cannot be swapped while mounted, records
+///   the dataset's own contents).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The store's root directory.

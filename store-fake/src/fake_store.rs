@@ -98,7 +98,7 @@ impl FakeStore {
     /// the store's scratch directories.
     ///
     /// # Errors
-    /// A [`StoreError`] if the root cannot be created or read, is already open, is a
+    /// A [`StoreError`] if the root cannot be created or read, is already open ([`StoreError::Locked`]), is a
     /// non-empty directory that is not a fake store, or holds something the fake did not put
     /// there.
     pub fn open(root: impl Into<PathBuf>) -> Result<FakeStore, StoreError> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use rustix::fs::FlockOperation;
-use store_api::{Id, StoreError, User};
+use store_api::{Id, LockHolder, StoreError, User};
 
 use crate::defects::CrashDefect;
 use crate::escape::unescape_cache_name;
@@ -116,11 +116,14 @@ fn lock_root(layout: &Layout, disk: &Fs) -> Result<File, StoreError> {
         .map_err(io_err("opening the lock file", &path))?;
     match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::backend(format!(
-            "the fake store at {} is already open (in this or another process); \
-             drop the other FakeStore before opening it again",
-            layout.root().display()
-        ))),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Locked {
+            what: format!(
+                "the fake store at {} (it is open; drop the other FakeStore first)",
+                layout.root().display()
+            ),
+            holder: LockHolder::of(&file),
+            path,
+        }),
         Err(e) => Err(StoreError::io("locking", &path, e.into())),
     }
 }

@@ -87,7 +87,7 @@ impl FakeStoreBuilder {
     ///
     /// # Errors
     /// A [`StoreError`] if the root cannot be created or read, is already open (in this or
-    /// another process), or holds something the fake did not put there.
+    /// another process: [`StoreError::Locked`], naming the holder), or holds something the fake did not put there.
     pub fn open(self) -> Result<FakeStore, StoreError> {
         FakeStore::open_with(self.root, self.busy_policy, self.step_hook, self.defect)
     }

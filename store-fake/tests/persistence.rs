@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Failed, cache_name, id, list, read, tree, user, write};
-use store_api::{ReleaseOutcome, Store, StoreExt};
+use store_api::{ReleaseOutcome, Store, StoreError, StoreExt};
 use store_fake::FakeStore;
 
 #[tokio::test]
@@ -75,7 +75,15 @@ fn a_root_can_be_open_only_once_at_a_time() {
     let first = FakeStore::open(&root).expect("open");
     let clone = first.clone();
     let err = FakeStore::open(&root).expect_err("already open");
-    assert!(err.to_string().contains("already open"), "{err}");
+    let StoreError::Locked { holder, .. } = &err else {
+        panic!("expected StoreError::Locked, got {err:?}");
+    };
+    assert_eq!(
+        holder.pid,
+        Some(std::process::id()),
+        "names the holder: {err}"
+    );
+    assert!(err.to_string().contains("it is open"), "{err}");
     drop(first);
     assert!(FakeStore::open(&root).is_err(), "a clone still holds it");
     drop(clone);

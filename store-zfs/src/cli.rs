@@ -7,7 +7,7 @@ use std::time::Duration;
 use store_api::{CommandFailure, StoreError};
 use tracing::Instrument;
 
-use crate::daemon_lock::DaemonSerialized;
+use crate::daemon_lock::{DaemonSerialized, LockError};
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 
 /// The retry policy for "dataset is busy": first wait, and the cap on the total wait.
@@ -120,6 +120,23 @@ impl Zfs {
                     RunError::Injected(what) => StoreError::FaultInjected {
                         what: format!("{what}: `{cmd}`"),
                     },
+                    RunError::DaemonLock(LockError::TimedOut { path, holder, .. }) => {
+                        StoreError::Locked {
+                            what: format!("the zfs-fuse daemon lock (needed to run `{cmd}`)"),
+                            path,
+                            holder,
+                        }
+                    }
+                    RunError::DaemonLock(LockError::Unusable { path, source }) => StoreError::io(
+                        format!("taking the zfs-fuse daemon lock for `{cmd}`"),
+                        path,
+                        source,
+                    ),
+                    e @ RunError::Cancelled => StoreError::Command(CommandFailure {
+                        argv: cmd.argv(),
+                        status: None,
+                        stderr: e.to_string(),
+                    }),
                 })?;
                 if out.success() || !is_transient_busy(&out.stderr) || waited >= TOTAL_BACKOFF {
                     tracing::debug!(status = ?out.status, stderr = %out.stderr.trim_end(), "done");

@@ -24,24 +24,68 @@
 //! Programs outside this project that use the same daemon do not take the lock; run them at
 //! other times.
 //!
-//! On OpenZFS the kernel serves concurrent commands, and the store does not take the lock.
+//! Only root can create or hold the lock: its file lives in root's `/run/zstore` (mode 0700,
+//! checked at every open, like the file itself: no symlink followed, root's, mode 0600), so
+//! an unprivileged user cannot stop the machine's store commands by holding it. A command
+//! waits at most [`LOCK_WAIT`] for another process's command, then fails with
+//! [`LockError::TimedOut`] naming the lock and its holder (a `StoreError::Locked` from the
+//! store). A process that is not root runs its commands unlocked against other processes
+//! (logged): it can neither use root's lock nor hold it up.
+//!
+//! On OpenZFS the kernel serves concurrent commands, and the store does not take the lock,
+//! except for the one command that tells the engines apart (`zfs version`, run at open before
+//! the engine is known).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rustix::fs::FlockOperation;
+use store_api::LockHolder;
 
+use crate::lock_file::{open_private, try_lock};
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 
-/// The lock file every zstore process on the machine locks around each zfs-fuse command.
-pub const LOCK_PATH: &str = "/run/lock/zstore-zfs-fuse.lock";
+/// The lock file every zstore process on the machine locks around each zfs-fuse command. It
+/// lives in `/run/zstore` (root's, mode 0700), so only root can
+/// create or hold it; an unprivileged user cannot stop the store's commands.
+pub const LOCK_PATH: &str = "/run/zstore/zfs-fuse.lock";
 
-/// Serialises waiters inside one process, so that at most one thread per process blocks in
-/// `flock` (the others wait here without holding a thread).
+/// How long a command waits for another process to release the lock before failing with
+/// [`LockError::TimedOut`]. A holder keeps it for one command only (the longest, a `destroy`
+/// on a pool of thousands of datasets, take about a minute on zfs-fuse).
+pub const LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Why the daemon lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process held the lock for longer than the time limit.
+    #[error("the zfs-fuse daemon lock {} is held by {holder}; gave up after {waited:?}", path.display())]
+    TimedOut {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this process waited.
+        waited: Duration,
+        /// Who holds it.
+        holder: LockHolder,
+    },
+    /// The lock file or its directory is not safe to use (a symlink, another user's, a
+    /// directory others may write), or could not be opened.
+    #[error("cannot use the zfs-fuse daemon lock {}: {source}", path.display())]
+    Unusable {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Serialises waiters inside one process, so that at most one task per process polls the
+/// file lock (the others wait here).
 static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether `program` (a name or a path) talks to the daemon: `zfs` and `zpool`. Every
@@ -100,41 +144,97 @@ impl DaemonLock {
         stdin_holding(self.file.as_deref())
     }
 
-    /// Waits for the machine-wide lock. A cancelled wait leaves nothing held: a `flock`
-    /// that completes after its waiter is gone is released at once.
-    pub async fn acquire() -> Self {
-        let local = IN_PROCESS.lock().await;
-        let file = tokio::task::spawn_blocking(|| lock_file(Path::new(LOCK_PATH)))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
-        Self {
-            file: warn_unlocked(file).map(Arc::new),
-            _local: Some(local),
-        }
+    /// Waits for the machine-wide lock, at most [`LOCK_WAIT`] for another process's
+    /// command. A cancelled wait leaves nothing held.
+    ///
+    /// # Errors
+    /// [`LockError`] when another process holds the lock past the limit, or the lock file is
+    /// not safe to use. A process that is not root, and so may not use root's lock
+    /// directory, is only serialised with itself (logged once per command).
+    pub async fn acquire() -> Result<Self, LockError> {
+        Self::acquire_at(Path::new(LOCK_PATH), LOCK_WAIT).await
     }
 
-    /// Waits for the machine-wide lock, blocking this thread (for synchronous test helpers;
-    /// never call it on an async runtime's worker).
-    pub fn acquire_blocking() -> Self {
-        Self {
-            file: warn_unlocked(lock_file(Path::new(LOCK_PATH))).map(Arc::new),
-            _local: None,
+    async fn acquire_at(path: &Path, limit: Duration) -> Result<Self, LockError> {
+        let local = IN_PROCESS.lock().await;
+        let file = open_lock(path)?;
+        if let Some(file) = &file {
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(1);
+            while !locked(file, path, started, limit)? {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
         }
+        Ok(Self {
+            file: file.map(Arc::new),
+            _local: Some(local),
+        })
+    }
+
+    /// [`acquire`](Self::acquire), blocking this thread (for synchronous test helpers; never
+    /// call it on an async runtime's worker).
+    ///
+    /// # Errors
+    /// As for [`acquire`](Self::acquire).
+    pub fn acquire_blocking() -> Result<Self, LockError> {
+        let path = Path::new(LOCK_PATH);
+        let file = open_lock(path)?;
+        if let Some(file) = &file {
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(1);
+            while !locked(file, path, started, LOCK_WAIT)? {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+        }
+        Ok(Self {
+            file: file.map(Arc::new),
+            _local: None,
+        })
     }
 }
 
-fn warn_unlocked(file: io::Result<File>) -> Option<File> {
-    match file {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(
-                path = LOCK_PATH,
-                error = %e,
-                "cannot take the zfs-fuse daemon lock; other processes are not kept out"
-            );
-            None
+/// The longest pause between two tries of the file lock (commands take tens of ms).
+const MAX_PAUSE: Duration = Duration::from_millis(20);
+
+/// Opens the lock file; `None` for a process that is not root and may not (it then cannot
+/// hold up root's commands either).
+fn open_lock(path: &Path) -> Result<Option<File>, LockError> {
+    match open_private(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e)
+            if e.kind() == io::ErrorKind::PermissionDenied
+                && !rustix::process::geteuid().is_root() =>
+        {
+            tracing::warn!(path = %path.display(), error = %e, "not root: the zfs-fuse daemon lock is not taken; only this process's commands are serialised");
+            Ok(None)
         }
+        Err(source) => Err(LockError::Unusable {
+            path: path.to_owned(),
+            source,
+        }),
     }
+}
+
+/// One try of the lock: `Ok(true)` once held, `Ok(false)` to try again, an error past the
+/// time limit.
+fn locked(file: &File, path: &Path, started: Instant, limit: Duration) -> Result<bool, LockError> {
+    let unusable = |source| LockError::Unusable {
+        path: path.to_owned(),
+        source,
+    };
+    if try_lock(file).map_err(unusable)? {
+        return Ok(true);
+    }
+    if started.elapsed() < limit {
+        return Ok(false);
+    }
+    Err(LockError::TimedOut {
+        path: path.to_owned(),
+        waited: started.elapsed(),
+        holder: LockHolder::of(file),
+    })
 }
 
 /// A runner that runs every command under the [`DaemonLock`]. What the store uses on
@@ -167,7 +267,7 @@ impl Runner for DaemonSerialized {
         if held() {
             return self.inner.run(cmd).await;
         }
-        let lock = DaemonLock::acquire().await;
+        let lock = DaemonLock::acquire().await?;
         let (inner, owned) = (Arc::clone(&self.inner), cmd.clone());
         let task = tokio::spawn(HELD.scope(lock.file.clone(), async move {
             let out = inner.run(&owned).await;
@@ -176,25 +276,16 @@ impl Runner for DaemonSerialized {
         }));
         match task.await {
             Ok(out) => out,
-            // The task is never aborted; a runner that panicked panics here as it would have.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            // A runner that panicked panics here as it would have.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The store never aborts it; the runtime cancels it when it shuts down.
+            Err(_) => Err(RunError::Cancelled),
         }
     }
 
     async fn mount_table(&self) -> io::Result<String> {
         self.inner.mount_table().await
     }
-}
-
-/// Opens (creating) `path` and takes an exclusive `flock` on it, waiting as long as needed.
-fn lock_file(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
-    Ok(file)
 }
 
 #[cfg(test)]
@@ -228,25 +319,114 @@ mod tests {
     }
 
     /// A second open of the lock file at `path`, and a non-blocking try of the lock through
-    /// it (`WOULDBLOCK` while someone else holds it).
-    fn another_open_tries(path: &Path) -> impl Fn() -> rustix::io::Result<()> {
-        let other = OpenOptions::new().write(true).open(path).expect("open");
-        move || rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive)
+    /// it (`false` while someone else holds it).
+    fn another_open_tries(path: &Path) -> impl Fn() -> bool {
+        let other = open_private(path).expect("open");
+        move || try_lock(&other).expect("try")
+    }
+
+    /// A held lock, in a directory of the test's own.
+    fn held_lock(path: &Path) -> File {
+        let file = open_private(path).expect("open");
+        assert!(try_lock(&file).expect("lock"));
+        file
     }
 
     #[test]
     fn the_file_lock_excludes_another_holder_until_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("l");
-        let first = lock_file(&path).expect("lock");
+        let first = held_lock(&path);
         let try_lock = another_open_tries(&path);
-        assert_eq!(
-            try_lock(),
-            Err(rustix::io::Errno::WOULDBLOCK),
+        assert!(
+            !try_lock(),
             "a second open file description must not get the lock"
         );
         drop(first);
-        try_lock().expect("free after the holder is dropped");
+        assert!(try_lock(), "free after the holder is dropped");
+    }
+
+    /// Issue 12, item 8: the lock lives where only root can create or hold it (root's
+    /// /run/zstore, mode 0700, no symlink followed; see `lock_file`'s tests for what is
+    /// refused), and waiting for a holder that never lets go ends in a typed error naming
+    /// the lock and its holder instead of waiting forever.
+    #[tokio::test]
+    async fn the_daemon_lock_is_root_only_and_a_held_lock_ends_in_a_typed_error() {
+        assert_eq!(
+            Path::new(LOCK_PATH).parent(),
+            Some(Path::new(crate::lock_file::LOCK_DIR))
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l");
+        let _holder = held_lock(&path);
+        let waited = std::time::Instant::now();
+        let err = DaemonLock::acquire_at(&path, Duration::from_millis(200))
+            .await
+            .expect_err("held by another open file");
+        assert!(waited.elapsed() >= Duration::from_millis(200));
+        let LockError::TimedOut {
+            path: named,
+            holder,
+            ..
+        } = &err
+        else {
+            panic!("expected TimedOut, got {err:?}");
+        };
+        assert_eq!(named, &path);
+        assert_eq!(holder.pid, Some(std::process::id()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        if rustix::process::geteuid().is_root() {
+            let lock = DaemonLock::acquire().await.expect("the real lock");
+            let meta = std::fs::symlink_metadata(crate::lock_file::LOCK_DIR).expect("stat");
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                (meta.uid(), meta.mode() & 0o022),
+                (0, 0),
+                "root's, not shared"
+            );
+            drop(lock);
+        }
+    }
+
+    /// A command whose task the runtime cancels (it shut down while the command ran) comes
+    /// back as an error, not as a panic from `JoinError::into_panic`.
+    #[test]
+    fn a_command_cancelled_by_runtime_shutdown_is_an_error_not_a_panic() {
+        struct Forever;
+        #[async_trait]
+        impl Runner for Forever {
+            async fn run(&self, _: &Cmd) -> Result<CmdOutput, RunError> {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(CmdOutput::ok(""))
+            }
+            async fn mount_table(&self) -> io::Result<String> {
+                Ok(String::new())
+            }
+        }
+        let serialized = DaemonSerialized::new(Arc::new(Forever));
+        let cmd = Cmd::zfs(["list"]);
+        let mut run = Box::pin(serialized.run(&cmd));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Started on the first runtime: the locked task runs there.
+        let pending = first.block_on(async {
+            tokio::time::timeout(Duration::from_millis(200), &mut run)
+                .await
+                .is_err()
+        });
+        assert!(pending, "the command must still be running");
+        drop(first); // shutdown cancels the locked task
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let out = second.block_on(run);
+        assert!(matches!(out, Err(RunError::Cancelled)), "{out:?}");
     }
 
     /// The store's commands inherit the lock: when the process that took it lets go (here:
@@ -257,7 +437,7 @@ mod tests {
     async fn a_command_started_under_the_lock_holds_it_until_it_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("l");
-        let locked = Arc::new(lock_file(&path).expect("lock"));
+        let locked = Arc::new(held_lock(&path));
         let mut child = HELD
             .scope(Some(Arc::clone(&locked)), async {
                 crate::runner::system_command("sleep", &["2".to_owned()]).spawn()
@@ -266,13 +446,12 @@ mod tests {
             .expect("spawning sleep");
         drop(locked);
         let try_lock = another_open_tries(&path);
-        assert_eq!(
-            try_lock(),
-            Err(rustix::io::Errno::WOULDBLOCK),
+        assert!(
+            !try_lock(),
             "the running command must keep the lock after its starter let go"
         );
         assert!(child.wait().await.expect("sleep").success());
-        try_lock().expect("free once the command has ended");
+        assert!(try_lock(), "free once the command has ended");
     }
 
     #[tokio::test]

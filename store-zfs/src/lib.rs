@@ -137,7 +137,9 @@
 //! killed). Concurrent builds still run their build functions at once; only the commands
 //! queue. A command holds the lock until it ends, even when the process that started it is
 //! killed first, so a store reopened at once waits for it. Other programs that use the same
-//! daemon do not take the lock.
+//! daemon do not take the lock. Only root can hold it (`/run/zstore`, root's, mode 0700),
+//! and a command waits at most [`daemon_lock::LOCK_WAIT`] for another process's, then fails
+//! with [`StoreError::Locked`](store_api::StoreError::Locked) naming the holder.
 //!
 //! No operation lists datasets: their cost does not grow with the number of results (the
 //! `scale` test builds 2,000). Open costs one `zfs list` of the store plus repairs.
@@ -159,7 +161,8 @@
 //! releasing, deleting) runs in a task of its own, so dropping the caller's future never
 //! stops it half-way; a dropped build is then destroyed (its snapshot, if it got one, is
 //! never recorded), a lease acquired for a dropped caller is discarded, and a release runs
-//! to its end. One process per store.
+//! to its end. A root is open once at a time ([`ZfsStore`]): a second open fails with
+//! [`StoreError::Locked`](store_api::StoreError::Locked) and changes nothing.
 //!
 //! # Crash safety
 //!
@@ -229,6 +232,7 @@ mod engine;
 mod fake_zfs;
 mod layout;
 mod locate;
+mod lock_file;
 mod mounts;
 mod names;
 mod open;
@@ -237,6 +241,7 @@ pub mod runner;
 mod space;
 mod state;
 mod store;
+mod store_lock;
 pub mod testing;
 
 pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_mount_in_use, is_transient_busy};

@@ -33,13 +33,17 @@ pub async fn open(
     runner: Arc<dyn Runner>,
     limits: Limits,
 ) -> Result<Shared, StoreError> {
-    let zfs = Zfs::new(runner);
-    let engine = match zfs.version().await? {
+    // Detecting the engine talks to the daemon too, before it is known whether one must be
+    // served a command at a time: take the daemon lock for it whatever the engine.
+    let probe = Zfs::new(Arc::clone(&runner)).serialize_commands(true);
+    let engine = match probe.version().await? {
         Some(version) => Engine::OpenZfs { version },
         None => Engine::ZfsFuse,
     };
-    let zfs = zfs.serialize_commands(engine.is_zfs_fuse());
+    let zfs = Zfs::new(runner).serialize_commands(engine.is_zfs_fuse());
     let root = locate(&zfs, location).await?;
+    // Before anything changes: a second opener must not repair away the first one's work.
+    let open_lock = crate::store_lock::take(&root)?;
     if root.dataset.len() > MAX_ROOT_LEN {
         return Err(StoreError::backend(format!(
             "the store root {} is {} bytes long; at most {MAX_ROOT_LEN} leave room for the \
@@ -72,6 +76,7 @@ pub async fn open(
         results: Mutex::new(ResultIndex::default()),
         caches: Mutex::new(HashMap::new()),
         tasks: Default::default(),
+        _open_lock: open_lock,
     });
     reclaim_results(&inner, &rows, &mounted).await?;
     reclaim_caches(&inner, &rows, &mounted).await?;
@@ -411,4 +416,58 @@ async fn repair_cache(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::runner::{CmdOutput, RunError};
+    use crate::testing::FakeZfs;
+    use crate::{ZfsOptions, ZfsStore};
+
+    /// Records every command that ran without the zfs-fuse daemon lock.
+    struct LockChecker {
+        inner: FakeZfs,
+        unlocked: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Runner for LockChecker {
+        async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+            if !crate::daemon_lock::held() {
+                lock(&self.unlocked).push(cmd.to_string());
+            }
+            self.inner.run(cmd).await
+        }
+
+        async fn mount_table(&self) -> std::io::Result<String> {
+            self.inner.mount_table().await
+        }
+    }
+
+    /// Issue 12, item 5: the first command of an open (`zfs version`, which connects to the
+    /// daemon) ran outside the lock, on the path a restarted builder takes first.
+    #[tokio::test]
+    async fn zfs_version_at_open_runs_under_the_daemon_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let checker = Arc::new(LockChecker {
+            inner: FakeZfs::new(dir.path(), "p"),
+            unlocked: Mutex::default(),
+        });
+        let store = ZfsStore::open(
+            "p",
+            ZfsOptions {
+                runner: checker.clone(),
+                ..ZfsOptions::default()
+            },
+        )
+        .await
+        .expect("open");
+        assert!(store.engine().is_zfs_fuse());
+        assert_eq!(*lock(&checker.unlocked), Vec::<String>::new());
+    }
 }

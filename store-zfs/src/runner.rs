@@ -155,6 +155,16 @@ pub enum RunError {
     /// A test runner refused or failed the command on purpose.
     #[error("{0}")]
     Injected(String),
+    /// The zfs-fuse daemon lock the command must run under was not taken (see
+    /// [`crate::daemon_lock`]); the command did not run.
+    #[error(transparent)]
+    DaemonLock(#[from] crate::daemon_lock::LockError),
+    /// The runtime shut down while the command ran: its outcome is unknown (the process may
+    /// still be running).
+    #[error(
+        "the command's task was cancelled (the async runtime shut down); its outcome is unknown"
+    )]
+    Cancelled,
 }
 
 /// Runs external commands for the store. Implementations must be cheap to share.

@@ -167,6 +167,8 @@ pub struct Inner {
     pub caches: Mutex<HashMap<CacheName, Arc<CacheEntry>>>,
     /// The background tasks in flight.
     pub tasks: Tasks,
+    /// The store's open lock ([`crate::store_lock`]), released with the last handle.
+    pub _open_lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Inner {

@@ -44,8 +44,13 @@ impl std::fmt::Debug for ZfsOptions {
 /// A [`Store`] on a ZFS pool or dataset. See the [crate documentation](crate) for the layout,
 /// naming, crash safety and command costs.
 ///
-/// One process per store: two processes opening the same root would each reclaim the other's
-/// work in progress.
+/// A root is open once at a time: a second [`open`](Self::open) of a root that is open, in
+/// another process or in this one, fails at once with
+/// [`StoreError::Locked`](store_api::StoreError::Locked) naming the holder and changes
+/// nothing (its repair would destroy the first store's builds and copies in progress). The
+/// lock goes with the last handle (store clones, leases, background work; see
+/// [`wait_idle`](Self::wait_idle)) or with the process. Stores on different roots, in one
+/// pool or several, are independent.
 #[derive(Clone, Debug)]
 pub struct ZfsStore {
     inner: Shared,
@@ -61,7 +66,8 @@ impl ZfsStore {
     ///
     /// # Errors
     /// A clear [`StoreError`] if `zfs` cannot run, the pool or dataset does not exist, is not
-    /// a mounted ZFS filesystem, or a command fails.
+    /// a mounted ZFS filesystem, or a command fails; [`StoreError::Locked`] if the store is
+    /// open already.
     pub async fn create(location: impl AsRef<str>) -> Result<Self, StoreError> {
         Self::open(location, ZfsOptions::default()).await
     }

@@ -60,7 +60,10 @@ static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Runs a command to completion, under the [`DaemonLock`] (test pools share the machine's
 /// zfs-fuse daemon with the stores under test).
 fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
-    let lock = talks_to_daemon(program).then(DaemonLock::acquire_blocking);
+    let lock = match talks_to_daemon(program) {
+        true => Some(DaemonLock::acquire_blocking().map_err(|e| e.to_string())?),
+        false => None,
+    };
     let out = Command::new(program)
         .args(args)
         .stdin(lock.as_ref().map_or_else(Stdio::null, DaemonLock::stdin))

@@ -147,7 +147,7 @@ async fn locations() {
     assert_eq!(by_path.dataset(), pool.name());
     drop(by_path);
     let sub = format!("{}/zstore", pool.name());
-    let lock = store_zfs::daemon_lock::DaemonLock::acquire_blocking();
+    let lock = store_zfs::daemon_lock::DaemonLock::acquire_blocking().expect("daemon lock");
     std::process::Command::new("zfs")
         .args(["create", "--", &sub])
         .status()

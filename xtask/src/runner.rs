@@ -131,7 +131,7 @@ impl Exec for SystemExec {
         // zfs and zpool take the same machine-wide lock as the stores.
         let program = cmd.program.to_string_lossy();
         let lock = if daemon_lock::talks_to_daemon(&program) && !daemon_lock::held() {
-            Some(DaemonLock::acquire().await)
+            Some(DaemonLock::acquire().await.map_err(std::io::Error::other)?)
         } else {
             None
         };

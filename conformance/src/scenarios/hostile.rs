@@ -194,3 +194,87 @@ pub(crate) async fn a_directory_swapped_for_a_link_never_leads_outside(ctx: Ctx)
     env.close().await?;
     outside.unchanged("after the store was closed")
 }
+
+/// A store can be open once at a time: opening it again while it is open (another process,
+/// or another handle in this one) fails at once, with
+/// [`StoreError::Locked`](store_api::StoreError::Locked) where the factory passes the
+/// backend's error on, and changes nothing: the first store's running build commits and its
+/// cache copy out publishes. Once every handle is gone the store opens again.
+pub(crate) async fn a_second_open_of_an_open_store_fails_and_changes_nothing(ctx: Ctx) -> Outcome {
+    ctx.need_reopen()?;
+    let mut env = ctx.open().await?;
+    let store = env.store();
+    let (a, b, cache) = (id("a"), id("b"), cache_name("c"));
+    env.build(None, &a, &[("f", "a")]).await?;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let (store, a, b) = (env.store(), a.clone(), b.clone());
+        tokio::spawn(async move {
+            store
+                .build(Some(&a), &b, |dir| async move {
+                    let _ = started_tx.send(());
+                    go_rx.await.map_err(|e| e.to_string())?;
+                    fs::write(dir.join("g"), "b").map_err(|e| e.to_string())
+                })
+                .await
+        })
+    };
+    started_rx
+        .await
+        .map_err(|_| "the build from a did not start".to_owned())?;
+    let lease = env.cache(ctx.other_user(), &cache).await?;
+    write_in(&lease, "x", "1")?;
+    let before = env.listing().await?;
+
+    let second = tokio::time::timeout(ctx.settings.op_timeout, env.reopen_beside()).await;
+    let outcome = match second {
+        Err(_) => Err(Stop::Fail(
+            "opening the store again while it is open hung (it must fail at once)".into(),
+        )),
+        Ok(Ok(())) => Err(Stop::Fail(
+            "opening the store again while it is open succeeded: two stores on one storage \
+             would each repair away the other's work"
+                .into(),
+        )),
+        Ok(Err(e)) => match e.downcast_ref::<store_api::StoreError>() {
+            Some(store_api::StoreError::Locked { .. }) | None => Ok(()),
+            Some(other) => Err(Stop::Fail(format!(
+                "opening the store again while it is open failed with {other:?}, expected \
+                 StoreError::Locked"
+            ))),
+        },
+    };
+    let after = env.listing().await?;
+    let _ = go_tx.send(());
+    let built = running
+        .await
+        .map_err(|e| format!("the running build panicked: {e}"))?;
+    outcome?;
+    ensure!(
+        before == after,
+        "the failed second open changed the storage: {before:?} became {after:?}"
+    );
+    built.map_err(|e| format!("the build running during a second open failed: {e:?}"))?;
+    let released = lease
+        .release()
+        .await
+        .map_err(|e| format!("releasing the copy out during a second open: {e}"))?;
+    ensure!(
+        released == ReleaseOutcome::Published,
+        "the copy out during a second open was {released:?}, expected Published"
+    );
+    drop(store);
+    env.reopen().await?;
+    ensure!(
+        env.read(&b, "g").await? == "b",
+        "the result built meanwhile is lost"
+    );
+    let lease = env.cache(ctx.other_user(), &cache).await?;
+    ensure!(
+        read_in(&lease, "x")? == Some("1".into()),
+        "the copy published meanwhile is lost"
+    );
+    drop(lease);
+    env.close().await
+}

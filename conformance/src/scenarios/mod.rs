@@ -41,5 +41,6 @@ registry![
     contract::copies_are_independent_and_a_dropped_copy_is_never_published,
     contract::a_deep_chain_of_builds_keeps_every_layer,
     hostile::a_directory_swapped_for_a_link_never_leads_outside,
+    hostile::a_second_open_of_an_open_store_fails_and_changes_nothing,
     bad_input::bad_input_changes_nothing,
 ];

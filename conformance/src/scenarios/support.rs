@@ -115,6 +115,13 @@ impl Env {
         Ok(())
     }
 
+    /// Asks the factory to open a second store on the storage while this one is still open,
+    /// and drops it if that succeeds (it should not).
+    pub async fn reopen_beside(&self) -> Result<(), crate::FactoryError> {
+        let storage = self.storage.as_ref().expect("storage present");
+        self.ctx.factory.reopen(&**storage).await.map(drop)
+    }
+
     /// The factory's listing of the storage (`None` if it cannot list).
     pub async fn listing(&self) -> Result<Option<Vec<String>>, Stop> {
         let storage = self.storage.as_ref().expect("storage present");

@@ -115,7 +115,8 @@ impl ZfsFactory {
             },
         )
         .await
-        .map_err(|e| format!("opening ZfsStore on {}: {e}", case.dataset))?;
+        // As it is, so that the suite can tell a refused second open (`StoreError::Locked`).
+        .map_err(FactoryError::from)?;
         case.set_last(store.clone());
         Ok(store)
     }
