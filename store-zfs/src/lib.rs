@@ -193,7 +193,11 @@
 //! for a cache: destroy unpublished generations, promote the published one until it has no
 //! origin inside the cache, destroy the other generations and every snapshot but `@v<N>`.
 //! The old version stays intact until the new one is committed, and a version is one
-//! snapshot: a crash leaves the old or the new one, never empty and never a mix.
+//! snapshot: a crash leaves the old or the new one, never empty and never a mix. A copy that
+//! a process still uses (a crashed builder's sandbox with a file open) cannot be unmounted
+//! or destroyed: open leaves it, logged, keeps the version snapshot it was cloned from, and
+//! the next operation on that cache (or the next open) destroys it once it is free. The
+//! cache itself is at its released version at once.
 //!
 //! **cache discard / stale release**: `unmount`, `destroy` → the copy is gone or destroyed at
 //! open; the cache never changes.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use store_api::{CacheName, Id, StoreError};
 
-use crate::cache_state::{CacheEntry, CacheState};
+use crate::cache_state::{CacheEntry, CacheState, CopyOut};
 use crate::cli::Zfs;
 use crate::engine::Engine;
 use crate::layout::{
@@ -342,7 +342,11 @@ async fn reclaim_caches(
         let container = inner.layout.container(&comp);
         let sub = format!("{container}/");
         for ds in mounted.keys().filter(|d| d.starts_with(&sub)) {
-            inner.zfs.unmount(ds).await?;
+            // A copy that a crashed builder's sandbox still uses cannot be unmounted: it is
+            // left (and destroyed once free, below), never a reason to fail the open.
+            if let Err(e) = inner.zfs.unmount(ds).await {
+                tracing::warn!(%ds, error = %e, "cannot unmount a cache dataset yet");
+            }
         }
         let current = c
             .gens
@@ -352,12 +356,15 @@ async fn reclaim_caches(
             .map(|(n, _)| *n);
         let next_gen = c.gens.keys().next_back().map_or(1, |n| n + 1);
         let Some(current) = current else {
-            inner.zfs.destroy(&container, Some("-r")).await?;
+            if let Err(e) = inner.zfs.destroy(&container, Some("-r")).await {
+                tracing::warn!(%container, error = %e, "cannot destroy a cache that never got a version yet; retried at the next open");
+            }
             continue;
         };
         let cur = &c.gens[&current];
+        let mut left = Vec::new();
         if c.gens.len() > 1 || cur.origin != "-" || cur.other_snaps > 0 {
-            repair_cache(inner, &comp, current, &c).await?;
+            left = repair_cache(inner, &comp, current, &c).await?;
         }
         lock(&inner.caches).insert(
             name.clone(),
@@ -367,6 +374,9 @@ async fn reclaim_caches(
                     component: Some(comp),
                     current: Some(current),
                     next_gen,
+                    // Copies still in use: destroyed by the next operation on the cache that
+                    // finds them free (or the next open).
+                    doomed: left,
                     ..CacheState::default()
                 },
             )),
@@ -375,19 +385,30 @@ async fn reclaim_caches(
     Ok(())
 }
 
-/// Brings one cache to a single generation `current` owning only `@v<current>`.
+/// Brings one cache to a single generation `current` owning only `@v<current>`, except for
+/// copies that cannot be destroyed now (a process still uses them): those are returned, as
+/// dropped copies to destroy later, and the version snapshots they were cloned from are kept.
 async fn repair_cache(
     inner: &Shared,
     comp: &str,
     current: u64,
     c: &Container,
-) -> Result<(), StoreError> {
+) -> Result<Vec<(u64, CopyOut)>, StoreError> {
     let gen_ds = |n| inner.layout.generation(comp, n);
+    let mut left = Vec::new();
     for (n, g) in &c.gens {
         if !g.own_snap {
-            inner.zfs.destroy(&gen_ds(*n), None).await?;
+            if let Err(e) = inner.zfs.destroy(&gen_ds(*n), None).await {
+                tracing::warn!(ds = %gen_ds(*n), error = %e, "cannot destroy a cache copy left by a crash yet; retried later");
+                let base = g
+                    .origin
+                    .rsplit_once('@')
+                    .and_then(|(_, v)| parse_version(v));
+                left.push((*n, CopyOut { base }));
+            }
         }
     }
+    let pinned: HashSet<u64> = left.iter().filter_map(|(_, c)| c.base).collect();
     let container = inner.layout.container(comp);
     let cur = gen_ds(current);
     for _ in 0..=c.gens.len() {
@@ -411,11 +432,12 @@ async fn repair_cache(
     let keep = format!("{cur}@v{current}");
     for row in inner.zfs.list_tree(&[&cur], &["name"]).await? {
         let name = col(&row, 0);
-        if name.contains('@') && name != keep {
+        let version = name.rsplit_once('@').and_then(|(_, v)| parse_version(v));
+        if name.contains('@') && name != keep && !version.is_some_and(|v| pinned.contains(&v)) {
             inner.zfs.destroy(name, None).await?;
         }
     }
-    Ok(())
+    Ok(left)
 }
 
 #[cfg(test)]

@@ -67,10 +67,11 @@ pub async fn result(inner: &Shared, id: &Id) -> Result<Option<PathBuf>, StoreErr
         };
         idx.clock += 1;
         let clock = idx.clock;
-        let ds = idx
-            .datasets
-            .get_mut(&leaf)
-            .expect("index: live leaf has a dataset");
+        let Some(ds) = idx.datasets.get_mut(&leaf) else {
+            return Err(StoreError::backend(format!(
+                "internal: the result of {id} ({leaf}) has no dataset in the index"
+            )));
+        };
         ds.last_used = clock;
         if ds.mount == MountState::ReadOnly {
             return Ok(Some(inner.layout.result_dir(&leaf)));
@@ -144,31 +145,44 @@ pub async fn enforce_mount_cap(inner: &Shared, keep: Option<&str>) {
 }
 
 /// Destroys doomed result dataset `leaf` and then every hidden origin that this leaves
-/// unused. Waits for in-flight commands on each dataset first. A failure is logged and the
-/// dataset stays doomed (destroyed at the next open); the first error is returned.
+/// unused. Waits for in-flight commands on each dataset first, and destroys a dataset only if
+/// it is still doomed once its op lock is held (a failed delete may have restored it). A
+/// failure is logged and the dataset stays doomed (retried later, and at the next open); the
+/// first error is returned.
 pub async fn reap(inner: &Shared, leaf: String) -> Result<(), StoreError> {
     let mut next = Some(leaf);
     while let Some(leaf) = next.take() {
-        let op = match lock(&inner.results).datasets.get(&leaf) {
-            Some(ds) if ds.status == Status::Doomed => ds.op.clone(),
-            _ => return Ok(()),
+        let Some(op) = doomed_op(inner, &leaf) else {
+            return Ok(());
         };
         let _op = op.lock().await;
-        let ds = inner.layout.result_ds(&leaf);
-        let outcome = async {
-            inner.zfs.unmount(&ds).await?;
-            lock(&inner.results).set_mount(&leaf, MountState::Unmounted);
-            inner.zfs.destroy(&ds, Some("-r")).await
+        if doomed_op(inner, &leaf).is_none() {
+            return Ok(());
         }
-        .await;
-        if let Err(e) = outcome {
-            tracing::warn!(%ds, error = %e, "cannot destroy yet; retried later");
+        if let Err(e) = destroy_result_ds(inner, &leaf).await {
+            tracing::warn!(%leaf, error = %e, "cannot destroy yet; retried later");
             lock(&inner.results).stuck.insert(leaf);
             return Err(e);
         }
         next = lock(&inner.results).forget(&leaf);
     }
     Ok(())
+}
+
+/// The op lock of `leaf` if it is doomed.
+fn doomed_op(inner: &Shared, leaf: &str) -> Option<std::sync::Arc<tokio::sync::Mutex<()>>> {
+    match lock(&inner.results).datasets.get(leaf) {
+        Some(ds) if ds.status == Status::Doomed => Some(ds.op.clone()),
+        _ => None,
+    }
+}
+
+/// Unmounts and destroys result dataset `leaf` with its snapshot (caller holds its op lock).
+async fn destroy_result_ds(inner: &Shared, leaf: &str) -> Result<(), StoreError> {
+    let ds = inner.layout.result_ds(leaf);
+    inner.zfs.unmount(&ds).await?;
+    lock(&inner.results).set_mount(leaf, MountState::Unmounted);
+    inner.zfs.destroy(&ds, Some("-r")).await
 }
 
 /// Retries, in the background, the destruction of datasets that could not be destroyed
@@ -189,71 +203,90 @@ pub fn spawn_reap(
     spawn_detached(inner.tasks.clone(), async move { reap(&inner, leaf).await })
 }
 
-/// `delete(id)`.
+/// `delete(id)`: destroys the result, or hides it while clones depend on it.
+///
+/// The decision and the commands run in one task holding the dataset's op lock, and so does
+/// the repair when a command fails: if the result is still whole (its `@snap` exists and it
+/// is not marked deleted), it is the id's result again, as a reopen would find it, before
+/// any other task can touch the dataset; otherwise it stays doomed and is destroyed later.
 pub async fn delete(inner: &Shared, id: &Id) -> Result<(), StoreError> {
-    enum Plan {
-        Destroy,
-        Hide(std::sync::Arc<tokio::sync::Mutex<()>>),
-    }
     retry_stuck(inner);
-    let (leaf, plan) = {
+    let (leaf, op, destroy) = {
         let mut idx = lock(&inner.results);
         let Some(leaf) = idx.by_id.remove(id) else {
             return Ok(());
         };
-        let ds = idx
-            .datasets
-            .get_mut(&leaf)
-            .expect("index: live leaf has a dataset");
-        if ds.dependents == 0 {
-            ds.status = Status::Doomed;
-            (leaf, Plan::Destroy)
+        let Some(ds) = idx.datasets.get_mut(&leaf) else {
+            return Err(StoreError::backend(format!(
+                "internal: the result of {id} ({leaf}) has no dataset in the index"
+            )));
+        };
+        let destroy = ds.dependents == 0;
+        ds.status = if destroy {
+            Status::Doomed
         } else {
-            ds.status = Status::Hidden;
-            (leaf, Plan::Hide(ds.op.clone()))
-        }
+            Status::Hidden
+        };
+        (leaf, ds.op.clone(), destroy)
     };
-    let task_inner = inner.clone();
-    let task_leaf = leaf.clone();
-    let outcome = match plan {
-        Plan::Destroy => join(spawn_reap(inner, leaf.clone())).await,
-        Plan::Hide(op) => {
-            join(spawn_detached(inner.tasks.clone(), async move {
-                let _op = op.lock().await;
-                let ds = task_inner.layout.result_ds(&task_leaf);
-                task_inner.zfs.set(DELETED_PROPERTY, "on", &ds).await?;
-                // Free the mount slot; a busy mount is only a missed saving.
-                match task_inner.zfs.unmount(&ds).await {
-                    Ok(()) => {
-                        lock(&task_inner.results).set_mount(&task_leaf, MountState::Unmounted)
-                    }
-                    Err(e) => tracing::debug!(%ds, error = %e, "hidden result stays mounted"),
-                }
-                Ok(())
-            }))
-            .await
+    let (task_inner, task_id) = (inner.clone(), id.clone());
+    let freed = join(spawn_detached(inner.tasks.clone(), async move {
+        let inner = task_inner;
+        let _op = op.lock().await;
+        let ds = inner.layout.result_ds(&leaf);
+        let outcome = if destroy {
+            destroy_result_ds(&inner, &leaf).await
+        } else {
+            hide(&inner, &leaf, &ds).await
+        };
+        match outcome {
+            Ok(()) if destroy => Ok(lock(&inner.results).forget(&leaf)),
+            Ok(()) => Ok(None),
+            Err(e) => {
+                restore_if_whole(&inner, &task_id, &leaf).await;
+                Err(e)
+            }
         }
-    };
-    if let Err(e) = outcome {
-        restore_if_intact(inner, id, &leaf).await;
-        return Err(e);
+    }))
+    .await?;
+    // A hidden origin this freed is destroyed too (under its own op lock).
+    match freed {
+        Some(origin) => join(spawn_reap(inner, origin)).await,
+        None => Ok(()),
+    }
+}
+
+/// Marks result `leaf` deleted (it stays while clones depend on it) and unmounts it.
+async fn hide(inner: &Shared, leaf: &str, ds: &str) -> Result<(), StoreError> {
+    inner.zfs.set(DELETED_PROPERTY, "on", ds).await?;
+    // Free the mount slot; a busy mount is only a missed saving.
+    match inner.zfs.unmount(ds).await {
+        Ok(()) => lock(&inner.results).set_mount(leaf, MountState::Unmounted),
+        Err(e) => tracing::debug!(%ds, error = %e, "hidden result stays mounted"),
     }
     Ok(())
 }
 
-/// After a failed delete: if the result's snapshot and marker say it is still a live result,
-/// put it back in the index so the process agrees with what a reopen would find.
-async fn restore_if_intact(inner: &Shared, id: &Id, leaf: &str) {
+/// After a failed delete (caller holds the op lock): if the result's snapshot and marker say
+/// it is still whole, it is `id`'s result again; otherwise it stays doomed (or hidden) and
+/// is retried later, as the next open would. A new build of `id` that started meanwhile
+/// keeps the id.
+async fn restore_if_whole(inner: &Shared, id: &Id, leaf: &str) {
     let snap = inner.layout.result_snap(leaf);
     let ds = inner.layout.result_ds(leaf);
-    let intact = matches!(inner.zfs.get(&snap, &["name"]).await, Ok(Some(_)))
+    let whole = matches!(inner.zfs.get(&snap, &["name"]).await, Ok(Some(_)))
         && matches!(inner.zfs.get(&ds, &[DELETED_PROPERTY]).await,
             Ok(Some(v)) if v.iter().all(|(_, v)| v != "on"));
-    if intact {
-        let mut idx = lock(&inner.results);
-        if let Some(d) = idx.datasets.get_mut(leaf) {
+    let mut idx = lock(&inner.results);
+    let id_free = !idx.by_id.contains_key(id) && !idx.building.contains_key(id);
+    match idx.datasets.get_mut(leaf) {
+        Some(d) if whole && id_free => {
             d.status = Status::Live;
             idx.by_id.insert(id.clone(), leaf.to_owned());
         }
+        Some(d) if d.status == Status::Doomed => {
+            idx.stuck.insert(leaf.to_owned());
+        }
+        _ => {}
     }
 }

@@ -6,10 +6,16 @@
 mod common;
 use common::{Env, FakeEnv};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use common::{cname, id, open, pool, read};
 use store_api::{ReleaseOutcome, Store, StoreError, StoreExt, User};
-use store_zfs::{Cmd, ZfsOptions, ZfsStore};
+use store_zfs::testing::FakeZfs;
+use store_zfs::{Cmd, CmdOutput, RunError, Runner, ZfsOptions, ZfsStore};
+use tokio::sync::watch;
 
 /// Runs `zfs ARGS` through the environment's runner, panicking on failure.
 async fn zfs(pool: &impl Env, args: &[&str]) -> String {
@@ -117,4 +123,198 @@ async fn a_second_open_of_an_open_store_fails_and_changes_nothing_on(pool: &impl
     drop(store);
     let again = open_at(pool, &pool.location()).await.expect("reopen");
     assert_eq!(again.results(), vec![a, b]);
+}
+
+/// A moment in a test's interleaving: set once, awaited by others (for at most 3 s, so a
+/// moment that never comes cannot hang the test).
+struct Moment(watch::Sender<bool>);
+
+impl Moment {
+    fn new() -> Self {
+        Self(watch::channel(false).0)
+    }
+    fn arrive(&self) {
+        self.0.send_replace(true);
+    }
+    /// Whether it came.
+    async fn wait(&self) -> bool {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(Duration::from_secs(3), rx.wait_for(|v| *v))
+            .await
+            .is_ok()
+    }
+}
+
+/// `FakeZfs` with the interleaving that made a failed delete end in a panic: the first
+/// unmount of `fp/result/a` once the test counts them fails as busy; the failed delete's check of `a@snap` waits until
+/// a second unmount of `a` (a retry started by another operation) is under way, and that
+/// unmount waits until the test lets it go.
+struct FailedDeleteRace {
+    inner: FakeZfs,
+    unmounts: AtomicUsize,
+    checked: Moment,
+    retrying: Moment,
+    release: Moment,
+}
+
+#[async_trait]
+impl Runner for FailedDeleteRace {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        let line = cmd.to_string();
+        if line == "zfs unmount -- fp/result/a" {
+            match self.unmounts.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    return Ok(CmdOutput::failed(
+                        1,
+                        "umount: /fp/result/a: target is busy.\ncannot unmount '/fp/result/a': umount failed\n",
+                    ));
+                }
+                1 => {
+                    self.retrying.arrive();
+                    self.release.wait().await;
+                }
+                _ => {}
+            }
+        }
+        if line.starts_with("zfs get") && line.ends_with("fp/result/a@snap") {
+            self.checked.arrive();
+            self.retrying.wait().await;
+        }
+        self.inner.run(cmd).await
+    }
+
+    async fn mount_table(&self) -> std::io::Result<String> {
+        self.inner.mount_table().await
+    }
+}
+
+/// Issue 12, item 4: when `delete` failed (the unmount was busy), the result was made live
+/// again without its dataset's op lock while a retry started by another operation destroyed
+/// it; `results()` still listed the id and `result(id)` panicked. Whatever the interleaving,
+/// the index must agree with the pool and nothing may panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delete_never_leaves_a_result_that_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let race = Arc::new(FailedDeleteRace {
+        inner: FakeZfs::new(dir.path(), "fp"),
+        // Not counting yet: the build's own commit unmounts too.
+        unmounts: AtomicUsize::new(usize::MAX / 2),
+        checked: Moment::new(),
+        retrying: Moment::new(),
+        release: Moment::new(),
+    });
+    let store = ZfsStore::open(
+        "fp",
+        ZfsOptions {
+            runner: race.clone(),
+            ..ZfsOptions::default()
+        },
+    )
+    .await
+    .expect("open");
+    let a = id("a");
+    store
+        .build(
+            None,
+            &a,
+            |dir| async move { std::fs::write(dir.join("f"), "a") },
+        )
+        .await
+        .expect("build a");
+    race.unmounts.store(0, Ordering::SeqCst);
+
+    let deleting = {
+        let (store, a) = (store.clone(), a.clone());
+        tokio::spawn(async move { store.delete(&a).await })
+    };
+    // Another operation retries what could not be destroyed, while the failed delete looks.
+    race.checked.wait().await;
+    store
+        .delete(&id("other"))
+        .await
+        .expect("delete of an absent id");
+    let failed = deleting.await.expect("join");
+    assert!(
+        failed.is_err(),
+        "the busy unmount must fail the delete: {failed:?}"
+    );
+    race.release.arrive();
+    store.wait_idle().await;
+
+    let on_pool = race.inner.names().contains(&"fp/result/a@snap".to_owned());
+    let listed = store.results().contains(&a);
+    let path = store
+        .result(&a)
+        .await
+        .expect("result(a) after a failed delete");
+    assert_eq!(listed, on_pool, "results() and the pool disagree");
+    assert_eq!(path.is_some(), on_pool, "result() and the pool disagree");
+    assert!(on_pool, "a delete that failed must leave the result whole");
+    assert_eq!(read(path.expect("a").join("f")), "a");
+    // It can still be deleted, for good this time.
+    store
+        .delete(&a)
+        .await
+        .expect("delete once the mount is free");
+    store.wait_idle().await;
+    assert_eq!(store.result(&a).await.expect("result"), None);
+    assert!(
+        !race
+            .inner
+            .names()
+            .iter()
+            .any(|n| n.starts_with("fp/result/a"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_copy_in_use_at_open_does_not_stop_the_open() {
+    let Some(pool) = pool("a_cache_copy_in_use_at_open_does_not_stop_the_open") else {
+        return;
+    };
+    let name = cname("c");
+    let held = {
+        let (store, _rec) = open(&pool).await;
+        let lease = store.cache(User::ROOT, &name).await.expect("cache");
+        std::fs::write(lease.path().join("v"), "1").expect("write");
+        assert_eq!(
+            lease.release().await.expect("release"),
+            ReleaseOutcome::Published
+        );
+        // A sandbox that still has a file open in its copy when the builder goes away.
+        let lease = store.cache(User::ROOT, &name).await.expect("cache");
+        std::fs::write(lease.path().join("v"), "2").expect("write");
+        let held = std::fs::File::open(lease.path().join("v")).expect("hold a file open");
+        drop(lease);
+        store.wait_idle().await;
+        held
+    };
+    // Issue 12, item 3: this open failed with `zfs unmount ... target is busy`.
+    let (store, _rec) = open(&pool).await;
+    let lease = store
+        .cache(User::ROOT, &name)
+        .await
+        .expect("cache after the open");
+    assert_eq!(
+        read(lease.path().join("v")),
+        "1",
+        "the cache is at its released version"
+    );
+    drop(lease);
+    store.wait_idle().await;
+    // Once the sandbox lets go, the next operation on the cache reclaims the copy.
+    drop(held);
+    let lease = store.cache(User::ROOT, &name).await.expect("cache");
+    drop(lease);
+    store.wait_idle().await;
+    let container = format!("{}/cache/c-c", pool.name());
+    let generations: Vec<String> = Env::datasets(&pool)
+        .into_iter()
+        .filter(|d| d.starts_with(&format!("{container}/")) && !d.contains('@'))
+        .collect();
+    assert_eq!(
+        generations.len(),
+        1,
+        "only the published generation is left: {generations:?}"
+    );
 }
