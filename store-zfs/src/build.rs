@@ -191,7 +191,7 @@ pub async fn build(
 async fn prepare(inner: &Shared, leaf: &str, base: Option<&str>) -> Result<PathBuf, StoreError> {
     let ds = inner.layout.result_ds(leaf);
     let dir = inner.layout.result_dir(leaf);
-    let props = [NOAUTO.to_owned()];
+    let props = [NOAUTO.to_owned(), inner.layout.made_prop(&ds)];
     match base {
         Some(b) => {
             let snap = inner.layout.result_snap(b);

@@ -32,22 +32,30 @@ pub fn entry(inner: &Shared, name: &CacheName) -> Arc<CacheEntry> {
 }
 
 /// Picks the container component for a cache that has none: its escaped name, or for long
-/// names the first free `h-<prefix>-<n>`.
-fn new_component(inner: &Shared, name: &CacheName) -> String {
-    let esc = escape(name.as_str());
+/// names the first free `h-<prefix>-<n>`. A long name's pick is reserved in the entry
+/// ([`CacheState::reserved`]) under the cache table's lock, so that two long names sharing a
+/// prefix, acquired at once, never pick the same component.
+fn new_component(inner: &Shared, entry: &CacheEntry) -> String {
+    let esc = escape(entry.name.as_str());
     if esc.len() <= MAX_COMPONENT {
         return esc;
     }
     let caches = lock(&inner.caches);
     let taken: std::collections::HashSet<String> = caches
         .values()
-        .filter(|e| e.name != *name)
-        .filter_map(|e| lock(&e.st).component.clone())
+        .filter(|e| e.name != entry.name)
+        .flat_map(|e| {
+            let st = lock(&e.st);
+            [st.component.clone(), st.reserved.clone()]
+        })
+        .flatten()
         .collect();
-    (0..)
+    let picked = (0..)
         .map(|n| long_component(&esc, n))
         .find(|c| !taken.contains(c))
-        .unwrap_or_else(|| long_component(&esc, u64::MAX))
+        .unwrap_or_else(|| long_component(&esc, u64::MAX));
+    lock(&entry.st).reserved = Some(picked.clone());
+    picked
 }
 
 /// `cache(user, name)`. Runs in a task of its own: if the caller is dropped, the lease it
@@ -81,16 +89,20 @@ async fn acquire_locked(
     let component = match component {
         Some(c) => c,
         None => {
-            let c = new_component(inner, &entry.name);
-            let mut props = vec!["canmount=off".to_owned()];
+            let c = new_component(inner, entry);
+            let container = inner.layout.container(&c);
+            let mut props = vec![
+                "canmount=off".to_owned(),
+                inner.layout.made_prop(&container),
+            ];
             if c.starts_with("h-") {
                 props.push(format!("{NAME_PROPERTY}={}", escape(entry.name.as_str())));
             }
-            inner
-                .zfs
-                .create(&inner.layout.container(&c), &props)
-                .await?;
-            lock(&entry.st).component = Some(c.clone());
+            let created = inner.zfs.create(&container, &props).await;
+            let mut st = lock(&entry.st);
+            st.reserved = None;
+            created?;
+            st.component = Some(c.clone());
             c
         }
     };
@@ -121,7 +133,10 @@ async fn create_first_version(
 ) -> Result<(), StoreError> {
     let ds = inner.layout.generation(component, generation);
     let dir = inner.layout.generation_dir(component, generation);
-    inner.zfs.create(&ds, &[NOAUTO.to_owned()]).await?;
+    inner
+        .zfs
+        .create(&ds, &[NOAUTO.to_owned(), inner.layout.made_prop(&ds)])
+        .await?;
     let made = async {
         ensure_mounted(&inner.zfs, &ds, &dir, false).await?;
         std::os::unix::fs::chown(&dir, Some(user.uid()), Some(user.gid()))
@@ -155,7 +170,11 @@ async fn finish_acquire(
     let snap = inner.layout.version_snap(component, base, base);
     inner
         .zfs
-        .clone_snapshot(&snap, &ds, &[NOAUTO.to_owned()])
+        .clone_snapshot(
+            &snap,
+            &ds,
+            &[NOAUTO.to_owned(), inner.layout.made_prop(&ds)],
+        )
         .await?;
     if let Err(e) = ensure_mounted(&inner.zfs, &ds, &dir, false).await {
         if let Err(e2) = destroy_copy(inner, &ds).await {

@@ -18,6 +18,8 @@ pub struct CopyOut {
 pub struct CacheState {
     /// The container component (`c-...` or `h-...-n`), if the container exists.
     pub component: Option<String>,
+    /// An `h-...-n` component picked for a container being created right now.
+    pub reserved: Option<String>,
     /// The published version: generation `N` whose own snapshot `@vN` is the latest.
     pub current: Option<u64>,
     /// The next generation number to hand out.
@@ -26,13 +28,18 @@ pub struct CacheState {
     pub copies: HashMap<u64, CopyOut>,
     /// Dropped copies whose datasets are still to be destroyed.
     pub doomed: Vec<(u64, CopyOut)>,
+    /// Versions that datasets the store did not make (left alone at open) depend on: their
+    /// snapshots are never destroyed.
+    pub pinned: std::collections::BTreeSet<u64>,
 }
 
 impl CacheState {
-    /// Whether any copy (out or awaiting destruction) was taken from version `v`.
+    /// Whether any copy (out or awaiting destruction), or a dataset the store leaves alone,
+    /// was taken from version `v`.
     pub fn version_in_use(&self, v: u64) -> bool {
         self.copies.values().any(|c| c.base == Some(v))
             || self.doomed.iter().any(|(_, c)| c.base == Some(v))
+            || self.pinned.contains(&v)
     }
 }
 

@@ -59,6 +59,9 @@ pub fn is_in_use(err: &StoreError) -> bool {
             || is_transient_busy(&f.stderr))
 }
 
+/// The options results are mounted with (see [`Zfs::mount`]).
+pub const RESULT_MOUNT_OPTIONS: &str = "ro,nosuid,nodev";
+
 /// The store's handle on the ZFS command line.
 #[derive(Clone)]
 pub struct Zfs {
@@ -286,12 +289,13 @@ impl Zfs {
             .map(drop)
     }
 
-    /// `zfs mount [-o ro] -- DS`. "Already mounted" is returned as an error; callers check the
-    /// mount table.
+    /// `zfs mount [-o ro,nosuid,nodev] -- DS`: read-only mounts (results) are also `nosuid`
+    /// and `nodev`, so that a setuid file or device node in a result is inert through its
+    /// path. "Already mounted" is returned as an error; callers check the mount table.
     pub async fn mount(&self, ds: &str, read_only: bool) -> Result<(), StoreError> {
         let mut args = vec!["mount"];
         if read_only {
-            args.extend(["-o", "ro"]);
+            args.extend(["-o", RESULT_MOUNT_OPTIONS]);
         }
         args.extend(["--", ds]);
         self.run(&Cmd::zfs(args)).await.map(drop)

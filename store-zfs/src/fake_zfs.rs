@@ -22,8 +22,8 @@ struct Ds {
     /// For a filesystem: the snapshot it was cloned from.
     origin: Option<String>,
     props: HashMap<String, String>,
-    /// `Some(read_only)` when mounted.
-    mounted: Option<bool>,
+    /// The mount options (`rw`, or what `zfs mount -o` gave) when mounted.
+    mounted: Option<String>,
     /// Creation order (for promote).
     created: u64,
     defer_destroy: bool,
@@ -87,7 +87,7 @@ impl FakeZfs {
             Ds {
                 origin: None,
                 props: HashMap::new(),
-                mounted: Some(false),
+                mounted: Some("rw".into()),
                 created: 0,
                 defer_destroy: false,
             },
@@ -239,7 +239,7 @@ impl FakeZfs {
                     name.to_owned(),
                     Ds {
                         origin: None,
-                        mounted: (canmount == "on").then_some(false),
+                        mounted: (canmount == "on").then(|| "rw".into()),
                         props,
                         created,
                         defer_destroy: false,
@@ -273,7 +273,7 @@ impl FakeZfs {
                     name.to_owned(),
                     Ds {
                         origin: Some(snap.to_owned()),
-                        mounted: mount.then_some(false),
+                        mounted: mount.then(|| "rw".into()),
                         props,
                         created,
                         defer_destroy: false,
@@ -333,9 +333,9 @@ impl FakeZfs {
                 }
             }
             ["mount", rest @ ..] => {
-                let (ro, name) = match rest {
-                    ["--", name] => (false, *name),
-                    ["-o", "ro", "--", name] => (true, *name),
+                let (options, name) = match rest {
+                    ["--", name] => ("rw", *name),
+                    ["-o", options, "--", name] => (*options, *name),
                     _ => return CmdOutput::failed(2, "usage: mount\n"),
                 };
                 match m.ds.get_mut(name) {
@@ -344,7 +344,7 @@ impl FakeZfs {
                         fail(format!("cannot mount '{name}': filesystem already mounted"))
                     }
                     Some(d) => {
-                        d.mounted = Some(ro);
+                        d.mounted = Some(options.to_owned());
                         CmdOutput::ok("")
                     }
                 }
@@ -593,11 +593,10 @@ impl Runner for FakeZfs {
         Ok(m.ds
             .iter()
             .filter_map(|(n, d)| {
-                d.mounted.map(|ro| {
+                d.mounted.as_ref().map(|options| {
                     format!(
-                        "{n} {} {fstype} {},relatime 0 0\n",
+                        "{n} {} {fstype} {options},relatime 0 0\n",
                         self.mountpoint(n).display(),
-                        if ro { "ro" } else { "rw" }
                     )
                 })
             })

@@ -14,6 +14,13 @@ pub const RESULT_SNAP: &str = "snap";
 /// The user property marking a deleted result that is kept only because clones depend on it.
 pub const DELETED_PROPERTY: &str = "zstore:deleted";
 
+/// The user property that proves the store made a dataset: set when the dataset is created
+/// or cloned, to the dataset's name below the store root (`result/<leaf>`, `cache/<component>`,
+/// `cache/<component>/g<N>`). A dataset someone else made under the store's groups lacks it,
+/// and a child inherits its parent's value, which is not the child's own name, so the proof
+/// never passes down. Open destroys only leftovers that carry it.
+pub const MADE_PROPERTY: &str = "zstore:made";
+
 /// Where the store lives: its root dataset and the mountpoints of its groups.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -75,6 +82,22 @@ impl Layout {
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.state_path
+    }
+
+    /// The `-o` argument that marks `ds` (a dataset below the root) as made by the store.
+    pub fn made_prop(&self, ds: &str) -> String {
+        format!("{MADE_PROPERTY}={}", self.below_root(ds))
+    }
+
+    /// Whether `value`, the [`MADE_PROPERTY`] of `ds`, proves that the store made `ds`.
+    pub fn is_made(&self, ds: &str, value: &str) -> bool {
+        value == self.below_root(ds)
+    }
+
+    fn below_root<'a>(&self, ds: &'a str) -> &'a str {
+        ds.strip_prefix(self.root.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(ds)
     }
 }
 

@@ -45,11 +45,36 @@
 //! A result is exactly "a dataset `R/result/<leaf>` that has `@snap` and not `zstore:deleted=on`";
 //! anything under `R/result` without `@snap` is an interrupted build and is destroyed at open.
 //!
-//! Results are exposed read-only at their own mountpoint, mounted with `zfs mount -o ro`
-//! (zfs-fuse has no `.zfs/snapshot`, and its `readonly=on` does not stop appends; the kernel's
-//! `ro` mount does). Nothing is written there after the snapshot, so the mount shows exactly
-//! `@snap`; builds from it clone `@snap`, so even a write that slipped through could not reach
-//! them.
+//! ## What the store destroys, and what it leaves alone
+//!
+//! Every dataset the store creates carries the user property `zstore:made`, set to its own
+//! name below `R` (`result/<leaf>`, `cache/<component>`, `cache/<component>/g<N>`); a child
+//! inherits its parent's value, which is not the child's name, so the proof does not pass
+//! down. Open destroys a leftover (an interrupted build, a deleted result nothing depends on,
+//! a cache copy or old version a crash left, a cache that never got a version) only if it
+//! carries that proof, holds no dataset or snapshot the store did not make, and no process
+//! uses it. Everything else under the groups (a dataset made by hand, a child of a result or
+//! of a container, a container child not named `g<N>`, another tool's snapshots) is left as
+//! it is, logged, and listed by [`ZfsStore::left_alone`]; open never fails because of it.
+//! The store's own snapshots are only `@snap` on results and `@v<K>` on cache generations.
+//! The groups are created with `com.sun:auto-snapshot=false`, so that auto-snapshot tools
+//! (which would pin every dataset the store destroys) leave them out.
+//!
+//! Results are exposed read-only at their own mountpoint, mounted with `zfs mount -o
+//! ro,nosuid,nodev` (zfs-fuse has no `.zfs/snapshot`, and its `readonly=on` does not stop
+//! appends; the kernel's `ro` mount does). Nothing is written there after the snapshot, so the
+//! mount shows exactly `@snap`; builds from it clone `@snap`, so even a write that slipped
+//! through could not reach them.
+//!
+//! What the store promises about setuid files and device nodes: a result keeps them exactly
+//! (modes and device numbers are content, and a build from that base gets them back), but
+//! through the result path they are inert: executing a setuid file there does not change
+//! the user, and a device node there cannot be opened (`nosuid`, `nodev`). The build
+//! directory and cache copies are mounted read-write with setuid and devices honoured,
+//! because a build's sandbox runs there (a build that uses `sudo` needs setuid). Anyone who
+//! can reach a running build's directory can therefore run what the build put there: keep
+//! the store's root out of reach of untrusted local users (for example mode 0700 on its
+//! mountpoint) if builds are untrusted.
 //!
 //! ## Cache names
 //!
@@ -64,7 +89,10 @@
 //!
 //! ## Pre-seeding a cache by hand
 //!
-//! With the store closed (the index is read at open):
+//! With the store closed (the index is read at open). The next open adopts a cache in
+//! exactly this shape (one generation with its own version snapshot, nothing else) by giving
+//! its two datasets the `zstore:made` proof (two `zfs set`, once); from then on the store
+//! manages it as one it made.
 //!
 //! ```text
 //! zfs create -o canmount=off tank/zstore/cache/c-opam-archives
@@ -105,9 +133,9 @@
 //! | operation | syncing | other commands |
 //! |---|---|---|
 //! | `result` (hit, mounted) / (miss) | 0 | none, no process |
-//! | `result` (hit, not mounted) | 0 | `mount -o ro` |
-//! | `build` from a base | 2: `clone`, `snapshot` | `unmount`, `mount -o ro` (+ `mount` on OpenZFS, where clones of `canmount=noauto` are not mounted) |
-//! | `build` without base | 2: `create`, `snapshot` | `mount`, `unmount`, `mount -o ro` |
+//! | `result` (hit, not mounted) | 0 | `mount -o ro,nosuid,nodev` |
+//! | `build` from a base | 2: `clone`, `snapshot` | `unmount`, `mount -o ro,nosuid,nodev` (+ `mount` on OpenZFS, where clones of `canmount=noauto` are not mounted) |
+//! | `build` without base | 2: `create`, `snapshot` | `mount`, `unmount`, `mount -o ro,nosuid,nodev` |
 //! | `build` failing | 2: `clone`/`create`, `destroy -r` | `unmount` (+ mounts as above) |
 //! | `delete`, nothing depends on it | 1: `destroy -r` (+1 per deleted origin it frees) | `unmount` |
 //! | `delete`, clones depend on it | 1: `set zstore:deleted=on` | `unmount` |
@@ -240,6 +268,8 @@ mod lock_file;
 mod mounts;
 mod names;
 mod open;
+mod reclaim_caches;
+mod reclaim_results;
 mod results;
 pub mod runner;
 mod space;

@@ -12,6 +12,24 @@ pub struct Mount {
     pub path: PathBuf,
     /// Mounted read-only (`ro` option).
     pub read_only: bool,
+    /// Mounted `nosuid` and `nodev`: setuid files and device nodes are inert through it.
+    pub inert: bool,
+}
+
+impl Mount {
+    /// Whether this is a mount the way the store mounts results: read-only and inert (a
+    /// plain `ro` mount, from an older version or by hand, is not).
+    pub fn is_result_mount(&self) -> bool {
+        self.read_only && self.inert
+    }
+
+    /// Whether it is mounted as asked: a result mount, or read-write.
+    pub fn is_as(&self, read_only: bool) -> bool {
+        match read_only {
+            true => self.is_result_mount(),
+            false => !self.read_only,
+        }
+    }
 }
 
 /// Undoes the octal escapes `/proc/mounts` uses for space, tab, newline and backslash.
@@ -51,6 +69,8 @@ pub fn parse(table: &str) -> HashMap<String, Mount> {
             Mount {
                 path: PathBuf::from(unescape(path)),
                 read_only: opts.split(',').any(|o| o == "ro"),
+                inert: opts.split(',').any(|o| o == "nosuid")
+                    && opts.split(',').any(|o| o == "nodev"),
             },
         );
     }
@@ -64,12 +84,15 @@ mod tests {
     #[test]
     fn parses_zfs_mounts_only() {
         let t = "proc /proc proc rw 0 0\n\
-                 p/r/a /p/r/a fuse.zfs ro,relatime 0 0\n\
+                 p/r/a /p/r/a fuse.zfs ro,nosuid,nodev,relatime 0 0\n\
+                 p/r/b /p/r/b fuse.zfs ro,relatime 0 0\n\
                  p/c/c-a:20b/g1 /p/c/c-a:20b/g1 zfs rw,xattr 0 0\n\
                  p/sp /p/with\\040space fuse.zfs rw 0 0\n";
         let m = parse(t);
-        assert_eq!(m.len(), 3);
-        assert!(m["p/r/a"].read_only);
+        assert_eq!(m.len(), 4);
+        assert!(m["p/r/a"].is_result_mount() && m["p/r/a"].is_as(true));
+        assert!(m["p/r/b"].read_only && !m["p/r/b"].is_result_mount());
+        assert!(!m["p/r/b"].is_as(true) && !m["p/r/b"].is_as(false));
         assert!(!m["p/c/c-a:20b/g1"].read_only);
         assert_eq!(m["p/sp"].path, PathBuf::from("/p/with space"));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use store_api::{Id, StoreError};
 
-use crate::cli::{Zfs, is_in_use};
+use crate::cli::{RESULT_MOUNT_OPTIONS, Zfs, is_in_use};
 use crate::layout::DELETED_PROPERTY;
 use crate::mounts;
 use crate::state::{MountState, Shared, Status, join, lock, spawn_detached};
@@ -25,27 +25,51 @@ pub async fn ensure_mounted(
 ) -> Result<MountState, StoreError> {
     let current = mounts::parse(&zfs.mount_table().await?).remove(ds);
     match current {
-        Some(m) if m.read_only == read_only => return Ok(state_of(read_only)),
+        Some(m) if m.is_as(read_only) => return Ok(state_of(read_only)),
         Some(_) => zfs.unmount(ds).await?,
         None => {}
     }
+    clear_mountpoint(dir)?;
     if let Err(e) = zfs.mount(ds, read_only).await {
         // Lost a race with another mount of the same dataset: the table decides below.
         tracing::debug!(ds, error = %e, "mount failed; checking the mount table");
     }
     match mounts::parse(&zfs.mount_table().await?).remove(ds) {
-        Some(m) if m.path == dir && m.read_only == read_only => Ok(state_of(read_only)),
+        Some(m) if m.path == dir && m.is_as(read_only) => Ok(state_of(read_only)),
         Some(m) => Err(StoreError::backend(format!(
             "{ds} is mounted at {} ({}), expected {} ({})",
             m.path.display(),
-            if m.read_only { "ro" } else { "rw" },
+            match (m.read_only, m.inert) {
+                (true, true) => "ro,nosuid,nodev",
+                (true, false) => "ro",
+                (false, _) => "rw",
+            },
             dir.display(),
-            if read_only { "ro" } else { "rw" },
+            if read_only {
+                RESULT_MOUNT_OPTIONS
+            } else {
+                "rw"
+            },
         ))),
         None => Err(StoreError::backend(format!(
             "{ds} is not mounted after `zfs mount` succeeded (on zfs-fuse: the daemon's limit \
              of 1000 mounted filesystems may be reached)"
         ))),
+    }
+}
+
+/// Removes a symlink or file found where a dataset is about to be mounted: `mount` follows a
+/// symlink, so a build function that unmounted its directory and left a link to a host
+/// directory there would have the store mount over that host directory. (Only the link goes;
+/// what it points to is not touched. A directory stays: `zfs mount` mounts on it.)
+fn clear_mountpoint(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            tracing::warn!(path = %dir.display(), "a symlink or file in place of a mountpoint; removed before mounting");
+            std::fs::remove_file(dir)
+                .map_err(|e| StoreError::io("removing what replaced the mountpoint", dir, e))
+        }
+        _ => Ok(()),
     }
 }
 

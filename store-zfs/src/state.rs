@@ -34,6 +34,11 @@ pub enum Status {
     Hidden,
     /// To be destroyed: a failed or cancelled build, or a deleted result nothing depends on.
     Doomed,
+    /// Found at open and not the store's to destroy: a leftover without the store's
+    /// [`MADE_PROPERTY`](crate::layout::MADE_PROPERTY), or one holding datasets or
+    /// snapshots the store did not make. Left as it is, and listed by
+    /// [`ZfsStore::left_alone`](crate::ZfsStore::left_alone).
+    Kept,
 }
 
 /// One dataset under `<root>/result`.
@@ -167,6 +172,8 @@ pub struct Inner {
     pub caches: Mutex<HashMap<CacheName, Arc<CacheEntry>>>,
     /// The background tasks in flight.
     pub tasks: Tasks,
+    /// What open found under the store's groups and left as it is (not the store's).
+    pub left_alone: Mutex<Vec<String>>,
     /// The store's open lock ([`crate::store_lock`]), released with the last handle.
     pub _open_lock: std::fs::File,
 }

@@ -108,6 +108,18 @@ impl ZfsStore {
         ids
     }
 
+    /// What open found under the store's groups and left exactly as it was, because the
+    /// store did not make it and so will not destroy it: datasets without the store's
+    /// `zstore:made` property (made by hand, or by an older version of the store), datasets
+    /// and snapshots inside the store's own (a child dataset, an auto-snapshot tool's
+    /// snapshots), and leftovers that hold such things. Sorted; each is also logged at open.
+    pub fn left_alone(&self) -> Vec<String> {
+        let mut names = lock(&self.inner.left_alone).clone();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The caches that have a published version, sorted (real names, not escaped ones).
     pub fn caches(&self) -> Vec<CacheName> {
         let mut names: Vec<CacheName> = lock(&self.inner.caches)

@@ -79,11 +79,11 @@ async fn sequences(store: &ZfsStore, rec: &RecordingRunner, root: &str) {
     assert_eq!(
         lines(cmds, root),
         [
-            "zfs create -o canmount=noauto -- R/result/a",
+            "zfs create -o canmount=noauto -o zstore:made=result/a -- R/result/a",
             "zfs mount -- R/result/a",
             "zfs unmount -- R/result/a",
             "zfs snapshot -- R/result/a@snap",
-            "zfs mount -o ro -- R/result/a",
+            "zfs mount -o ro,nosuid,nodev -- R/result/a",
         ]
     );
 
@@ -101,14 +101,15 @@ async fn sequences(store: &ZfsStore, rec: &RecordingRunner, root: &str) {
         .expect("b");
     let cmds = rec.take();
     assert_eq!(syncing(&cmds), 2);
-    let mut expected = vec!["zfs clone -o canmount=noauto -- R/result/a@snap R/result/b"];
+    let mut expected =
+        vec!["zfs clone -o canmount=noauto -o zstore:made=result/b -- R/result/a@snap R/result/b"];
     if !fuse {
         expected.push("zfs mount -- R/result/b");
     }
     expected.extend([
         "zfs unmount -- R/result/b",
         "zfs snapshot -- R/result/b@snap",
-        "zfs mount -o ro -- R/result/b",
+        "zfs mount -o ro,nosuid,nodev -- R/result/b",
     ]);
     assert_eq!(lines(cmds, root), expected);
 
@@ -152,12 +153,12 @@ async fn sequences(store: &ZfsStore, rec: &RecordingRunner, root: &str) {
     let cmds = rec.take();
     assert_eq!(syncing(&cmds), 4);
     let mut expected = vec![
-        "zfs create -o canmount=off -- R/cache/c-c",
-        "zfs create -o canmount=noauto -- R/cache/c-c/g1",
+        "zfs create -o canmount=off -o zstore:made=cache/c-c -- R/cache/c-c",
+        "zfs create -o canmount=noauto -o zstore:made=cache/c-c/g1 -- R/cache/c-c/g1",
         "zfs mount -- R/cache/c-c/g1",
         "zfs unmount -- R/cache/c-c/g1",
         "zfs snapshot -- R/cache/c-c/g1@v1",
-        "zfs clone -o canmount=noauto -- R/cache/c-c/g1@v1 R/cache/c-c/g2",
+        "zfs clone -o canmount=noauto -o zstore:made=cache/c-c/g2 -- R/cache/c-c/g1@v1 R/cache/c-c/g2",
     ];
     if !fuse {
         expected.push("zfs mount -- R/cache/c-c/g2");
@@ -182,7 +183,9 @@ async fn sequences(store: &ZfsStore, rec: &RecordingRunner, root: &str) {
 
     // Acquire of an existing cache: one clone.
     let l2 = store.cache(user, &c).await.expect("cache");
-    let mut expected = vec!["zfs clone -o canmount=noauto -- R/cache/c-c/g2@v2 R/cache/c-c/g3"];
+    let mut expected = vec![
+        "zfs clone -o canmount=noauto -o zstore:made=cache/c-c/g3 -- R/cache/c-c/g2@v2 R/cache/c-c/g3",
+    ];
     if !fuse {
         expected.push("zfs mount -- R/cache/c-c/g3");
     }

@@ -318,3 +318,292 @@ async fn a_cache_copy_in_use_at_open_does_not_stop_the_open() {
         "only the published generation is left: {generations:?}"
     );
 }
+
+/// A runner that refuses every `zfs destroy`, so that failed builds stay behind as a crash
+/// would leave them.
+struct NoDestroy(Arc<dyn Runner>);
+
+#[async_trait]
+impl Runner for NoDestroy {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        if cmd.subcommand() == Some("destroy") {
+            return Ok(CmdOutput::failed(1, "refused by the test\n"));
+        }
+        self.0.run(cmd).await
+    }
+
+    async fn mount_table(&self) -> std::io::Result<String> {
+        self.0.mount_table().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_destroys_only_what_the_store_made() {
+    let Some(pool) = pool("open_destroys_only_what_the_store_made") else {
+        return;
+    };
+    open_destroys_only_what_the_store_made_on(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_destroys_only_what_the_store_made_fake() {
+    open_destroys_only_what_the_store_made_on(&FakeEnv::new()).await;
+}
+
+/// Issue 12, item 6: open's repair destroyed, with `-r`, datasets an operator made under
+/// `R/result/<name>/` and under a cache container (its log said "left alone"), a hand-made
+/// container without a version, and leftovers holding another tool's snapshots; a foreign
+/// snapshot could make the open fail. Now it destroys only leftovers that carry the store's
+/// `zstore:made` proof and hold nothing else, and reports the rest.
+async fn open_destroys_only_what_the_store_made_on(pool: &impl Env) {
+    let r = pool.name();
+    let fail = |_dir: std::path::PathBuf| async { Err::<(), _>("the step failed") };
+    {
+        // Failed builds that a refused destroy leaves behind, as a crash would.
+        let store = ZfsStore::open(
+            pool.location(),
+            ZfsOptions {
+                runner: Arc::new(NoDestroy(pool.runner())),
+                ..ZfsOptions::default()
+            },
+        )
+        .await
+        .expect("open");
+        for leftover in ["x", "y", "z"] {
+            let _ = store.build(None, &id(leftover), fail).await;
+        }
+        store
+            .build(None, &id("a"), |dir| async move {
+                std::fs::write(dir.join("f"), "a")
+            })
+            .await
+            .expect("a");
+        let lease = store.cache(User::ROOT, &cname("c")).await.expect("cache");
+        std::fs::write(lease.path().join("v"), "1").expect("write");
+        assert_eq!(
+            lease.release().await.expect("release"),
+            ReleaseOutcome::Published
+        );
+        store.wait_idle().await;
+    }
+    let current = Env::datasets(pool)
+        .into_iter()
+        .find(|d| {
+            d.strip_prefix(&format!("{r}/cache/c-c/"))
+                .and_then(|g| g.split_once('@'))
+                .is_some_and(|(g, v)| g.strip_prefix('g') == v.strip_prefix('v'))
+        })
+        .expect("the published generation")
+        .split_once('@')
+        .map(|(g, _)| g.to_owned())
+        .expect("a snapshot name");
+    // What others made inside the store's groups.
+    let foreign = [
+        format!("{r}/result/foo"),
+        format!("{r}/result/x/child"),
+        format!("{r}/cache/c-c/other"),
+        format!("{r}/cache/c-half"),
+        format!("{r}/cache/c-half/g1"),
+    ];
+    for ds in &foreign {
+        zfs(pool, &["create", "-o", "canmount=noauto", "--", ds]).await;
+    }
+    let snapshots = [
+        format!("{r}/result/a@auto-1"),
+        format!("{r}/result/y@auto-2"),
+        format!("{current}@auto-3"),
+    ];
+    for snap in &snapshots {
+        zfs(pool, &["snapshot", "--", snap]).await;
+    }
+    // A cache pre-seeded by hand, as the crate docs show.
+    let seed = format!("{r}/cache/c-seed");
+    zfs(pool, &["create", "-o", "canmount=off", "--", &seed]).await;
+    zfs(
+        pool,
+        &[
+            "create",
+            "-o",
+            "canmount=noauto",
+            "--",
+            &format!("{seed}/g1"),
+        ],
+    )
+    .await;
+    zfs(pool, &["snapshot", "--", &format!("{seed}/g1@v1")]).await;
+
+    let (store, _rec) = open(pool).await;
+    let all = Env::datasets(pool);
+    for name in foreign.iter().chain(&snapshots) {
+        assert!(
+            all.contains(name),
+            "open destroyed {name}, which it did not make"
+        );
+    }
+    for kept in [format!("{r}/result/x"), format!("{r}/result/y")] {
+        assert!(
+            all.contains(&kept),
+            "open destroyed {kept}, which holds what it did not make"
+        );
+    }
+    assert!(
+        !all.iter().any(|d| d.starts_with(&format!("{r}/result/z"))),
+        "the store's own leftover z was not reclaimed: {all:?}"
+    );
+    let left = store.left_alone();
+    for name in [
+        format!("{r}/result/foo"),
+        format!("{r}/result/x/child"),
+        format!("{r}/result/x"),
+        format!("{r}/cache/c-c/other"),
+        format!("{r}/cache/c-half"),
+    ] {
+        assert!(
+            left.contains(&name),
+            "{name} is not reported as left alone: {left:?}"
+        );
+    }
+    // The store works around all of it.
+    assert_eq!(
+        read(
+            store
+                .result(&id("a"))
+                .await
+                .expect("r")
+                .expect("a")
+                .join("f")
+        ),
+        "a"
+    );
+    for absent in ["foo", "x", "y", "z"] {
+        assert_eq!(store.result(&id(absent)).await.expect("r"), None);
+    }
+    store
+        .build(None, &id("x"), |dir| async move {
+            std::fs::write(dir.join("f"), "x")
+        })
+        .await
+        .expect("x builds beside what is left of it");
+    let lease = store.cache(User::ROOT, &cname("c")).await.expect("cache c");
+    assert_eq!(read(lease.path().join("v")), "1");
+    drop(lease);
+    let lease = store
+        .cache(User::ROOT, &cname("seed"))
+        .await
+        .expect("the pre-seeded cache");
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Published
+    );
+    store.wait_idle().await;
+    drop(store);
+    // Opening again changes nothing more of what is not the store's.
+    let (_store, _rec) = open(pool).await;
+    let again = Env::datasets(pool);
+    for name in foreign.iter().chain(&snapshots) {
+        assert!(again.contains(name), "a second open destroyed {name}");
+    }
+}
+
+/// `FakeZfs` whose `zfs create` of a long-name cache container takes a while, as a real one
+/// does, so that two acquires overlap.
+struct SlowLongCreate(FakeZfs);
+
+#[async_trait]
+impl Runner for SlowLongCreate {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, RunError> {
+        if cmd.subcommand() == Some("create") && cmd.args.iter().any(|a| a.contains("/cache/h-")) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.0.run(cmd).await
+    }
+
+    async fn mount_table(&self) -> std::io::Result<String> {
+        self.0.mount_table().await
+    }
+}
+
+/// Two long cache names whose escaped forms share their first 96 bytes, acquired at once,
+/// both picked the container `h-<prefix>-0`, and the second failed with "already exists".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_long_cache_names_with_one_prefix_acquired_at_once_get_two_containers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ZfsStore::open(
+        "fp",
+        ZfsOptions {
+            runner: Arc::new(SlowLongCreate(FakeZfs::new(dir.path(), "fp"))),
+            ..ZfsOptions::default()
+        },
+    )
+    .await
+    .expect("open");
+    let long = |tail: &str| cname(&format!("{}{tail}", "é".repeat(40)));
+    let (one, two) = (long("a"), long("b"));
+    let (first, second) =
+        tokio::join!(store.cache(User::ROOT, &one), store.cache(User::ROOT, &two));
+    let (first, second) = (first.expect("first"), second.expect("second"));
+    std::fs::write(first.path().join("n"), "one").expect("write");
+    std::fs::write(second.path().join("n"), "two").expect("write");
+    assert_eq!(
+        first.release().await.expect("release"),
+        ReleaseOutcome::Published
+    );
+    assert_eq!(
+        second.release().await.expect("release"),
+        ReleaseOutcome::Published
+    );
+    for (name, content) in [(&one, "one"), (&two, "two")] {
+        let lease = store.cache(User::ROOT, name).await.expect("cache");
+        assert_eq!(
+            read(lease.path().join("n")),
+            content,
+            "{name:?} shares storage"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_mounted_nosuid_and_nodev() {
+    let Some(pool) = pool("results_are_mounted_nosuid_and_nodev") else {
+        return;
+    };
+    use rustix::fs::StatVfsMountFlags;
+    use std::os::unix::fs::PermissionsExt;
+    let (store, _rec) = open(&pool).await;
+    let s = id("s");
+    store
+        .build(None, &s, |dir| async move {
+            let file = dir.join("suid");
+            std::fs::write(&file, "#!/bin/sh\nid -u\n")?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4755))
+        })
+        .await
+        .expect("build");
+    let path = store.result(&s).await.expect("r").expect("s");
+    let flags = rustix::fs::statvfs(&path).expect("statvfs").f_flag;
+    assert!(
+        flags.contains(
+            StatVfsMountFlags::RDONLY | StatVfsMountFlags::NOSUID | StatVfsMountFlags::NODEV
+        ),
+        "a result path must be mounted ro, nosuid, nodev: {flags:?}"
+    );
+    // The mode is content: it is kept, and a build from the result gets it back.
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode(&path.join("suid")), 0o4755);
+    store
+        .build(Some(&s), &id("child"), |dir| async move {
+            let got = std::fs::metadata(dir.join("suid"))?.permissions().mode() & 0o7777;
+            assert_eq!(got, 0o4755, "the build directory keeps setuid");
+            let flags = rustix::fs::statvfs(&dir)
+                .map_err(std::io::Error::from)?
+                .f_flag;
+            assert!(
+                !flags.contains(StatVfsMountFlags::NOSUID),
+                "builds honour setuid"
+            );
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .expect("child");
+}
