@@ -172,6 +172,16 @@ async fn make_layout(
 /// One row of `zfs list -H`, split on tabs.
 pub type Row = Vec<String>;
 
+/// The part of dataset or snapshot `name` below `prefix` (e.g. `<root>/result/`), split into
+/// its dataset path and its snapshot name, if it is below `prefix`.
+pub fn below<'a>(name: &'a str, prefix: &str) -> Option<(&'a str, Option<&'a str>)> {
+    let rest = name.strip_prefix(prefix)?;
+    Some(match rest.split_once('@') {
+        Some((path, snap)) => (path, Some(snap)),
+        None => (rest, None),
+    })
+}
+
 /// Column `i` of a row (`-`, as `zfs list` prints an unset property, if missing).
 pub fn col(row: &[String], i: usize) -> &str {
     row.get(i).map(String::as_str).unwrap_or("-")

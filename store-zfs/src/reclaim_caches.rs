@@ -13,7 +13,7 @@ use crate::cache_state::{CacheEntry, CacheState, CopyOut};
 use crate::layout::{parse_generation, parse_version};
 use crate::mounts::Mount;
 use crate::names::unescape;
-use crate::open::{Row, col};
+use crate::open::{Row, below, col};
 use crate::state::{Shared, lock};
 
 /// One generation dataset `g<N>` as listed.
@@ -75,12 +75,8 @@ fn containers(inner: &Shared, rows: &[Row]) -> BTreeMap<String, Container> {
     let mut containers: BTreeMap<String, Container> = BTreeMap::new();
     for row in rows {
         let name = col(row, 0);
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some((path, snap)) = below(name, &prefix) else {
             continue;
-        };
-        let (path, snap) = match rest.split_once('@') {
-            Some((p, s)) => (p, Some(s)),
-            None => (rest, None),
         };
         let mut parts = path.split('/');
         let (Some(comp), g, deeper) = (parts.next(), parts.next(), parts.next()) else {

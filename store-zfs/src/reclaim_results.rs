@@ -9,7 +9,7 @@ use store_api::{Id, StoreError};
 
 use crate::layout::{RESULT_SNAP, parse_result_leaf};
 use crate::mounts::Mount;
-use crate::open::{Row, col};
+use crate::open::{Row, below, col};
 use crate::results::reap;
 use crate::state::{MountState, ResultDs, Shared, Status, lock};
 
@@ -40,12 +40,8 @@ pub async fn reclaim_results(
     let mut left_alone = Vec::new();
     for row in rows {
         let name = col(row, 0);
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some((path, snap)) = below(name, &prefix) else {
             continue;
-        };
-        let (path, snap) = match rest.split_once('@') {
-            Some((path, snap)) => (path, Some(snap)),
-            None => (rest, None),
         };
         let leaf = path.split('/').next().unwrap_or(path);
         if snap == Some(RESULT_SNAP) && path == leaf {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::{cname, id, open, pool};
 use store_api::{ReleaseOutcome, Store, StoreExt, User};
 use store_zfs::testing::{FakeZfs, RecordingRunner};
-use store_zfs::{Cmd, Engine, ZfsOptions, ZfsStore};
+use store_zfs::{Cmd, Engine, ZfsStore};
 
 /// Recorded commands as lines, with the store root replaced by `R`. A command repeated
 /// back to back is the runner's EBUSY retry (zfs-fuse's unmount/destroy race): counted once.
@@ -42,15 +42,7 @@ async fn on_fake(openzfs: bool) {
         FakeZfs::new(dir.path(), "fp")
     });
     let rec = RecordingRunner::new(fake);
-    let store = ZfsStore::open(
-        "fp",
-        ZfsOptions {
-            runner: rec.clone(),
-            ..ZfsOptions::default()
-        },
-    )
-    .await
-    .expect("open");
+    let store = common::open_with("fp", rec.clone()).await.expect("open");
     assert_eq!(store.engine().is_zfs_fuse(), !openzfs);
     sequences(&store, &rec, "fp").await;
 }

@@ -6,13 +6,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cname, id, pool, read};
+use common::{cname, id, open_with, pool, read};
 use store_api::{Store, StoreExt, User};
 use store_zfs::daemon_lock::DaemonSerialized;
 use store_zfs::testing::FakeZfs;
 use store_zfs::testing::{Fault, FaultRunner, TestPool};
 use store_zfs::{Cmd, Runner};
-use store_zfs::{SystemRunner, ZfsOptions, ZfsStore};
+use store_zfs::{SystemRunner, ZfsStore};
 
 /// Where the sweep runs: a real pool, or the in-memory fake.
 #[derive(Clone)]
@@ -61,24 +61,10 @@ impl Env {
     }
 }
 
-async fn open_at(
-    root: &str,
-    runner: Arc<dyn store_zfs::Runner>,
-) -> Result<ZfsStore, store_api::StoreError> {
-    ZfsStore::open(
-        root,
-        ZfsOptions {
-            runner,
-            ..ZfsOptions::default()
-        },
-    )
-    .await
-}
-
 /// Sets up `root`: result `a` ("a"), cache `c` at "v1", a file in the state dir.
 async fn setup(env: &Env, root: &str) {
     env.create(root).await;
-    let store = open_at(root, env.runner()).await.expect("open");
+    let store = open_with(root, env.runner()).await.expect("open");
     store
         .build(None, &id("a"), |dir| async move {
             std::fs::write(dir.join("f"), "a")
@@ -131,7 +117,7 @@ async fn scenario(store: &ZfsStore) {
 
 /// What a reopened store must look like after a crash anywhere in `scenario`.
 async fn check(env: &Env, root: &str, n: usize) {
-    let store = open_at(root, env.runner())
+    let store = open_with(root, env.runner())
         .await
         .unwrap_or_else(|e| panic!("N={n}: reopen: {e}"));
     check_store(&store, n).await;
@@ -167,7 +153,7 @@ async fn check_store(store: &ZfsStore, n: usize) {
 async fn check_leftovers(env: &Env, root: &str, n: usize) {
     // Reopen once more: no temporaries remain, every dataset is a result (with its
     // snapshot), a result kept for its dependents, or a cache's single published generation.
-    let _store = open_at(root, env.runner()).await.expect("reopen");
+    let _store = open_with(root, env.runner()).await.expect("reopen");
     let all = env.datasets();
     let mine: Vec<&String> = all
         .iter()
@@ -203,7 +189,7 @@ async fn stop_sweep(env: Env) {
     let probe_root = format!("{}/probe", env.name());
     let counter = FaultRunner::new(env.runner(), Fault::StopAfter(usize::MAX));
     setup(&env, &probe_root).await;
-    let store = open_at(&probe_root, counter.clone()).await.expect("open");
+    let store = open_with(&probe_root, counter.clone()).await.expect("open");
     scenario(&store).await;
     store.wait_idle().await;
     drop(store);
@@ -215,7 +201,7 @@ async fn stop_sweep(env: Env) {
         let root = format!("{}/s{n}", env.name());
         setup(&env, &root).await;
         let runner = FaultRunner::new(env.runner(), Fault::StopAfter(n));
-        if let Ok(store) = open_at(&root, runner.clone()).await {
+        if let Ok(store) = open_with(&root, runner.clone()).await {
             scenario(&store).await;
             // Its background tasks only meet the stopped runner; wait so none is still
             // inside a command that started before the stop.
@@ -232,7 +218,7 @@ async fn fail_sweep(env: Env) {
     let probe_root = format!("{}/probe", env.name());
     setup(&env, &probe_root).await;
     let counter = FaultRunner::new(env.runner(), Fault::StopAfter(usize::MAX));
-    let store = open_at(&probe_root, counter.clone()).await.expect("open");
+    let store = open_with(&probe_root, counter.clone()).await.expect("open");
     scenario(&store).await;
     store.wait_idle().await;
     drop(store);
@@ -242,7 +228,7 @@ async fn fail_sweep(env: Env) {
         let root = format!("{}/f{n}", env.name());
         setup(&env, &root).await;
         let runner = FaultRunner::new(env.runner(), Fault::FailAt(n));
-        if let Ok(store) = open_at(&root, runner.clone()).await {
+        if let Ok(store) = open_with(&root, runner.clone()).await {
             scenario(&store).await;
             store.wait_idle().await;
             // The same store, still running after the failure, keeps the contract (unless

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{cname, id, open, pool, read};
+use common::{build_file, cname, id, open, open_with, pool, read};
 use store_api::{ReleaseOutcome, Store, StoreError, StoreExt, User};
 use store_zfs::testing::FakeZfs;
-use store_zfs::{Cmd, CmdOutput, RunError, Runner, ZfsOptions, ZfsStore};
+use store_zfs::{Cmd, CmdOutput, RunError, Runner, ZfsStore};
 use tokio::sync::watch;
 
 /// Runs `zfs ARGS` through the environment's runner, panicking on failure.
@@ -27,14 +27,7 @@ async fn zfs(pool: &impl Env, args: &[&str]) -> String {
 
 /// Opens another store on `location` with the environment's runner.
 async fn open_at(pool: &impl Env, location: &str) -> Result<ZfsStore, StoreError> {
-    ZfsStore::open(
-        location,
-        ZfsOptions {
-            runner: pool.runner(),
-            ..ZfsOptions::default()
-        },
-    )
-    .await
+    open_with(location, pool.runner()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,14 +48,7 @@ async fn a_second_open_of_an_open_store_fails_and_changes_nothing_fake() {
 async fn a_second_open_of_an_open_store_fails_and_changes_nothing_on(pool: &impl Env) {
     let (store, _rec) = open(pool).await;
     let (a, b) = (id("a"), id("b"));
-    store
-        .build(
-            None,
-            &a,
-            |dir| async move { std::fs::write(dir.join("f"), "a") },
-        )
-        .await
-        .expect("a");
+    build_file(&store, None, &a, "f", "a").await;
     // A build running and a cache copy out while someone opens the store again.
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
@@ -203,24 +189,9 @@ async fn a_failed_delete_never_leaves_a_result_that_panics() {
         retrying: Moment::new(),
         release: Moment::new(),
     });
-    let store = ZfsStore::open(
-        "fp",
-        ZfsOptions {
-            runner: race.clone(),
-            ..ZfsOptions::default()
-        },
-    )
-    .await
-    .expect("open");
+    let store = open_with("fp", race.clone()).await.expect("open");
     let a = id("a");
-    store
-        .build(
-            None,
-            &a,
-            |dir| async move { std::fs::write(dir.join("f"), "a") },
-        )
-        .await
-        .expect("build a");
+    build_file(&store, None, &a, "f", "a").await;
     race.unmounts.store(0, Ordering::SeqCst);
 
     let deleting = {
@@ -360,15 +331,9 @@ async fn open_destroys_only_what_the_store_made_on(pool: &impl Env) {
     let fail = |_dir: std::path::PathBuf| async { Err::<(), _>("the step failed") };
     {
         // Failed builds that a refused destroy leaves behind, as a crash would.
-        let store = ZfsStore::open(
-            pool.location(),
-            ZfsOptions {
-                runner: Arc::new(NoDestroy(pool.runner())),
-                ..ZfsOptions::default()
-            },
-        )
-        .await
-        .expect("open");
+        let store = open_with(&pool.location(), Arc::new(NoDestroy(pool.runner())))
+            .await
+            .expect("open");
         for leftover in ["x", "y", "z"] {
             let _ = store.build(None, &id(leftover), fail).await;
         }
@@ -528,12 +493,9 @@ impl Runner for SlowLongCreate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_long_cache_names_with_one_prefix_acquired_at_once_get_two_containers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = ZfsStore::open(
+    let store = open_with(
         "fp",
-        ZfsOptions {
-            runner: Arc::new(SlowLongCreate(FakeZfs::new(dir.path(), "fp"))),
-            ..ZfsOptions::default()
-        },
+        Arc::new(SlowLongCreate(FakeZfs::new(dir.path(), "fp"))),
     )
     .await
     .expect("open");

@@ -105,20 +105,47 @@ pub fn init_tracing() {
     }
 }
 
-/// Opens a store on the pool's root with a recording runner.
-pub async fn open(pool: &impl Env) -> (ZfsStore, Arc<RecordingRunner>) {
-    init_tracing();
-    let rec = RecordingRunner::new(pool.runner());
-    let store = ZfsStore::open(
-        pool.location(),
+/// Opens a store on `location` with every command through `runner`.
+pub async fn open_with(
+    location: &str,
+    runner: Arc<dyn Runner>,
+) -> Result<ZfsStore, store_api::StoreError> {
+    ZfsStore::open(
+        location,
         ZfsOptions {
-            runner: rec.clone(),
+            runner,
             ..ZfsOptions::default()
         },
     )
     .await
-    .expect("open store");
+}
+
+/// Opens a store on the pool's root with a recording runner.
+pub async fn open(pool: &impl Env) -> (ZfsStore, Arc<RecordingRunner>) {
+    init_tracing();
+    let rec = RecordingRunner::new(pool.runner());
+    let store = open_with(&pool.location(), rec.clone())
+        .await
+        .expect("open store");
     (store, rec)
+}
+
+/// Builds `id` (from `base`) with one file `file` holding `contents`; panics on failure.
+pub async fn build_file(
+    store: &ZfsStore,
+    base: Option<&store_api::Id>,
+    id: &store_api::Id,
+    file: &str,
+    contents: &str,
+) {
+    use store_api::StoreExt;
+    let (file, contents) = (file.to_owned(), contents.to_owned());
+    store
+        .build(base, id, |dir| async move {
+            std::fs::write(dir.join(file), contents)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("build {id}: {e:?}"));
 }
 
 /// The datasets of the pool that are neither the layout nor in `expected`.
