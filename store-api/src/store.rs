@@ -38,7 +38,7 @@ use crate::{BuildError, CacheLease, CacheName, DeleteCacheError, Id, StoreError,
 /// - **Bad input changes nothing**: an invalid id or cache name cannot be constructed, and any
 ///   operation that fails with a [`StoreError`] leaves the other results and caches as they were.
 /// - **One opener at a time**: a backend's storage is open in one store at a time. Opening it
-///   again while it is open, in another process or in this one, fails at once with
+///   again while it is open, in another process or in this one, fails promptly with
 ///   [`StoreError::Locked`] naming the holder, and changes nothing. The lock goes with the
 ///   last handle (the store, its clones and leases) or with the process, so a builder that
 ///   crashed can open the store again at once.

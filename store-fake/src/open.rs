@@ -109,12 +109,23 @@ fn check_marker(layout: &Layout, disk: &Fs) -> Result<(), StoreError> {
     }
 }
 
+/// How long opening waits for the root's lock before it reports the store as open.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn lock_root(layout: &Layout, disk: &Fs) -> Result<File, StoreError> {
     let path = layout.lock_file();
     let file = disk
         .open_lock(&path)
         .map_err(io_err("opening the lock file", &path))?;
-    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+    // A handle dropped a moment ago may still hold the lock through a process this one is
+    // starting (a fork keeps a copy of every descriptor until it execs): a short grace.
+    let started = std::time::Instant::now();
+    let mut result = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive);
+    while result == Err(rustix::io::Errno::WOULDBLOCK) && started.elapsed() < LOCK_GRACE {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        result = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive);
+    }
+    match result {
         Ok(()) => Ok(file),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Locked {
             what: format!(

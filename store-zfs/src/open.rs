@@ -44,7 +44,7 @@ pub async fn open(
     let zfs = Zfs::new(runner).serialize_commands(engine.is_zfs_fuse());
     let root = locate(&zfs, location).await?;
     // Before anything changes: a second opener must not repair away the first one's work.
-    let open_lock = crate::store_lock::take(&root)?;
+    let open_lock = crate::store_lock::take(&root).await?;
     if root.dataset.len() > MAX_ROOT_LEN {
         return Err(StoreError::backend(format!(
             "the store root {} is {} bytes long; at most {MAX_ROOT_LEN} leave room for the \

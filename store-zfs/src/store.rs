@@ -45,7 +45,7 @@ impl std::fmt::Debug for ZfsOptions {
 /// naming, crash safety and command costs.
 ///
 /// A root is open once at a time: a second [`open`](Self::open) of a root that is open, in
-/// another process or in this one, fails at once with
+/// another process or in this one, fails promptly (within a quarter second) with
 /// [`StoreError::Locked`](store_api::StoreError::Locked) naming the holder and changes
 /// nothing (its repair would destroy the first store's builds and copies in progress). The
 /// lock goes with the last handle (store clones, leases, background work; see

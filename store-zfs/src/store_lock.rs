@@ -1,5 +1,5 @@
 //! One open store per root: a second [`ZfsStore::open`](crate::ZfsStore::open) of a root that
-//! is open (in another process, or in this one) fails at once with
+//! is open (in another process, or in this one) fails promptly (within a quarter second) with
 //! [`StoreError::Locked`] naming the holder, before it changes anything. Without this, the
 //! second open's repair destroyed the first store's running builds and cache copies out.
 //!
@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use store_api::{LockHolder, StoreError};
 
@@ -46,13 +47,25 @@ pub fn lock_path(root: &Root) -> PathBuf {
     lock_dir().join(format!("store-{:016x}.lock", fnv1a(key.as_bytes())))
 }
 
-/// Takes the open lock of `root`, or fails at once naming who holds it.
-pub fn take(root: &Root) -> Result<File, StoreError> {
+/// How long open waits for a root's lock before it reports the store as open: a handle
+/// dropped a moment ago may still hold the lock through a process this one is starting (a
+/// fork keeps a copy of every descriptor until it execs).
+const LOCK_GRACE: Duration = Duration::from_millis(250);
+
+/// Takes the open lock of `root`, or fails (within [`LOCK_GRACE`]) naming who holds it.
+pub async fn take(root: &Root) -> Result<File, StoreError> {
     let path = lock_path(root);
     let mut file = open_private(&path)
         .map_err(|e| StoreError::io("opening the store's lock file", &path, e))?;
-    let taken =
-        try_lock(&file).map_err(|e| StoreError::io("locking the store's lock file", &path, e))?;
+    let lock = |file: &File| {
+        try_lock(file).map_err(|e| StoreError::io("locking the store's lock file", &path, e))
+    };
+    let started = Instant::now();
+    let mut taken = lock(&file)?;
+    while !taken && started.elapsed() < LOCK_GRACE {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        taken = lock(&file)?;
+    }
     if !taken {
         return Err(StoreError::Locked {
             what: format!(

@@ -196,7 +196,7 @@ pub(crate) async fn a_directory_swapped_for_a_link_never_leads_outside(ctx: Ctx)
 }
 
 /// A store can be open once at a time: opening it again while it is open (another process,
-/// or another handle in this one) fails at once, with
+/// or another handle in this one) fails promptly, with
 /// [`StoreError::Locked`](store_api::StoreError::Locked) where the factory passes the
 /// backend's error on, and changes nothing: the first store's running build commits and its
 /// cache copy out publishes. Once every handle is gone the store opens again.
