@@ -23,9 +23,10 @@ impl Runner for PlanRunner {
         match step.verdict() {
             Verdict::Proceed => self.inner.run(cmd).await,
             Verdict::Fail => Ok(CmdOutput::failed(1, "injected failure\n")),
-            Verdict::Refuse => Err(RunError::Injected(
-                "refused: the process stopped (injected crash)".into(),
-            )),
+            Verdict::Refuse => Err(RunError::Spawn {
+                program: cmd.program.name(),
+                source: std::io::Error::other("refused: the process stopped (injected crash)"),
+            }),
         }
     }
 

@@ -71,12 +71,6 @@ pub enum StoreError {
         /// Who holds it, as far as the system says.
         holder: LockHolder,
     },
-    /// A test hook of the store made this operation fail on purpose (fault injection).
-    #[error("fault injected by the test harness: {what}")]
-    FaultInjected {
-        /// Which operation or step was made to fail.
-        what: String,
-    },
     /// Any other backend-specific failure.
     #[error("{message}")]
     Backend {

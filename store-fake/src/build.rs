@@ -101,12 +101,13 @@ impl<'a> BuildGuard<'a> {
 
     fn commit(mut self) -> Result<(), StoreError> {
         if self.inner.take_build_fault() {
-            return Err(StoreError::FaultInjected {
-                what: format!(
-                    "committing the build of {} (FakeStore::fail_next_builds)",
-                    self.id
-                ),
-            });
+            // Exactly what a failing disk would give, so that a builder's handling of it is
+            // what is tested.
+            return Err(StoreError::io(
+                "committing the build",
+                &self.dir,
+                std::io::Error::other("failure injected by FakeStore::fail_next_builds"),
+            ));
         }
         // The build function may have swapped its directory for a link out of the store.
         crate::top_dir::check_top_dir(&self.dir)?;

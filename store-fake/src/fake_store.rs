@@ -186,8 +186,8 @@ impl FakeStore {
         self.inner.state().building.len()
     }
 
-    /// Makes the next `n` builds whose build function succeeds fail inside the store, with
-    /// [`StoreError::FaultInjected`], as if committing the result had failed. The build
+    /// Makes the next `n` builds whose build function succeeds fail inside the store, with the
+    /// [`StoreError::Io`] a failing disk would give while committing the result. The build
     /// function has run and returned `Ok`; the store then cleans up and records nothing,
     /// exactly as for any other store failure. Builds that fail earlier (missing base, the
     /// function's own error or panic, cancellation) do not use up a fault. Replaces any

@@ -120,9 +120,6 @@ impl Zfs {
                         status: None,
                         stderr: format!("cannot start {program}: {source} (is ZFS installed?)"),
                     }),
-                    RunError::Injected(what) => StoreError::FaultInjected {
-                        what: format!("{what}: `{cmd}`"),
-                    },
                     RunError::DaemonLock(LockError::TimedOut { path, holder, .. }) => {
                         StoreError::Locked {
                             what: format!("the zfs-fuse daemon lock (needed to run `{cmd}`)"),
@@ -348,7 +345,10 @@ mod tests {
                     program: "zfs",
                     source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 }),
-                Some(Err(what)) => Err(RunError::Injected(what.to_owned())),
+                Some(Err(what)) => Err(RunError::Spawn {
+                    program: "zfs",
+                    source: std::io::Error::other(what),
+                }),
                 None => panic!("unexpected command {cmd}"),
             }
         }
@@ -441,7 +441,11 @@ mod tests {
         let err = zfs.snapshot("p/x@s").await.expect_err("no zfs").to_string();
         assert!(err.contains("is ZFS installed"), "{err}");
         let err = zfs.snapshot("p/x@s").await.expect_err("stopped");
-        assert!(matches!(err, StoreError::FaultInjected { .. }), "{err:?}");
+        assert!(
+            matches!(&err, StoreError::Command(f) if f.status.is_none()
+                && f.stderr.contains("process stopped")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

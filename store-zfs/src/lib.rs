@@ -247,12 +247,13 @@
 
 //! # Testing
 //!
-//! [`testing`] holds what this crate's tests use and other crates may reuse:
-//! [`testing::TestPool`] (a sparse-file pool with a unique name, destroyed on drop; its
-//! creation fails clearly if the ZFS daemon does not answer), [`testing::require_zfs`] (skip
-//! loudly without ZFS, fail if `ZSTORE_REQUIRE_ZFS=1`), [`testing::RecordingRunner`],
-//! [`testing::FaultRunner`] (fail command N, or stop every command after N to simulate a
-//! crash, then reopen with a real runner) and [`testing::FakeZfs`] (an in-memory model of the
+//! With the `testing` feature (never in production), `testing` holds what this crate's tests
+//! use and other crates' tests may reuse:
+//! `testing::TestPool` (a sparse-file pool with a unique name, destroyed on drop; its
+//! creation fails clearly if the ZFS daemon does not answer), `testing::require_zfs` (skip
+//! loudly without ZFS, fail if `ZSTORE_REQUIRE_ZFS=1`), `testing::RecordingRunner`,
+//! `testing::FaultRunner` (fail command N, or stop every command after N to simulate a
+//! crash, then reopen with a real runner) and `testing::FakeZfs` (an in-memory model of the
 //! commands, for fast tests without a pool, with zfs-fuse or OpenZFS behaviour).
 
 mod build;
@@ -261,6 +262,7 @@ mod cache_state;
 mod cli;
 pub mod daemon_lock;
 mod engine;
+#[cfg(any(test, feature = "testing"))]
 mod fake_zfs;
 mod layout;
 mod locate;
@@ -276,6 +278,7 @@ mod space;
 mod state;
 mod store;
 mod store_lock;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_mount_in_use, is_transient_busy};

@@ -3,7 +3,7 @@
 //!
 //! The store never spawns a process itself: every command is a [`Cmd`] handed to a `Runner`.
 //! Tests wrap or replace the runner to record the exact command sequence, fail the N-th
-//! command, or stop every command after the N-th one (see [`crate::testing`]).
+//! command, or stop every command after the N-th one (see `store_zfs::testing`, feature `testing`).
 
 use std::fmt;
 use std::process::Stdio;
@@ -152,9 +152,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// A test runner refused or failed the command on purpose.
-    #[error("{0}")]
-    Injected(String),
     /// The zfs-fuse daemon lock the command must run under was not taken (see
     /// [`crate::daemon_lock`]); the command did not run.
     #[error(transparent)]

@@ -327,9 +327,10 @@ impl Runner for FaultRunner {
         let n = self.count.fetch_add(1, Ordering::SeqCst);
         match self.fault {
             Fault::FailAt(k) if n == k => Ok(CmdOutput::failed(1, "injected failure\n")),
-            Fault::StopAfter(k) if n >= k => Err(RunError::Injected(format!(
-                "process stopped after command {k}"
-            ))),
+            Fault::StopAfter(k) if n >= k => Err(RunError::Spawn {
+                program: cmd.program.name(),
+                source: std::io::Error::other(format!("process stopped after command {k}")),
+            }),
             _ => self.inner.run(cmd).await,
         }
     }

@@ -391,9 +391,11 @@ impl Runner for PlanRunner {
         match step.verdict() {
             Verdict::Proceed => self.inner.run(cmd).await,
             Verdict::Fail => Ok(CmdOutput::failed(1, "injected failure\n")),
-            Verdict::Refuse => Err(RunError::Injected(
-                "refused: the process stopped (injected crash)".into(),
-            )),
+            // As a command that could not start: the process that would start it is gone.
+            Verdict::Refuse => Err(RunError::Spawn {
+                program: cmd.program.name(),
+                source: std::io::Error::other("refused: the process stopped (injected crash)"),
+            }),
         }
     }
 
