@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use store_api::Store;
 
+use crate::config::Config;
 use crate::fault_plan::FaultPlan;
 use crate::model::BusyRule;
 
@@ -83,6 +84,25 @@ pub trait StoreFactory: Send + Sync + 'static {
     /// What the backend can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// Why this backend cannot run here at all (no ZFS on the machine, say), or `None` (the
+    /// default) if it can. When it says why, [`run`](crate::run) reports every check as
+    /// skipped with that reason and opens nothing, and each test of
+    /// [`conformance_tests!`](crate::conformance_tests) prints `SKIPPED` with it, past
+    /// libtest's output capture, instead of passing silently. A backend that must run (in
+    /// CI) should fail in its constructor instead.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// The knobs the tests of [`conformance_tests!`](crate::conformance_tests) start from,
+    /// before the `ZSTORE_CONFORMANCE_*` variables ([`Config::with_env`]) apply: a slow
+    /// backend returns smaller sizes so that a plain `cargo test` stays short. The default
+    /// is [`Config::default`]. [`run`](crate::run) takes its config from the caller and
+    /// does not call this.
+    fn defaults(&self) -> Config {
+        Config::default()
+    }
+
     /// Makes fresh, empty storage and opens a store on it.
     async fn fresh(&self) -> Result<(Arc<dyn Store>, Self::Storage), FactoryError>;
 
@@ -147,6 +167,7 @@ pub trait StoreFactory: Send + Sync + 'static {
 pub(crate) trait DynFactory: Send + Sync {
     fn name(&self) -> String;
     fn capabilities(&self) -> Capabilities;
+    fn unavailable(&self) -> Option<String>;
     async fn fresh(&self) -> Result<(Arc<dyn Store>, Box<dyn Any + Send + Sync>), FactoryError>;
     async fn reopen(
         &self,
@@ -174,6 +195,10 @@ impl<F: StoreFactory> DynFactory for Erased<F> {
 
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.0.unavailable()
     }
 
     async fn fresh(&self) -> Result<(Arc<dyn Store>, Box<dyn Any + Send + Sync>), FactoryError> {

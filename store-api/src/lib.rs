@@ -73,6 +73,7 @@ mod id;
 mod name_error;
 mod spec;
 mod store;
+mod top_dir;
 mod user;
 
 pub use build_fn::{BuildFn, BuildFnError, BuildFnOutcome, BuildFuture, run_build_fn};
@@ -83,6 +84,7 @@ pub use id::Id;
 pub use name_error::{NameError, NameErrorReason, NameKind};
 pub use spec::{StoreSpec, StoreSpecError};
 pub use store::{Store, StoreExt};
+pub use top_dir::{check_top_dir, describe_path};
 pub use user::User;
 
 /// The README's examples, compiled and run as doctests so they stay true.

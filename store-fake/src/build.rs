@@ -110,7 +110,7 @@ impl<'a> BuildGuard<'a> {
             ));
         }
         // The build function may have swapped its directory for a link out of the store.
-        crate::top_dir::check_top_dir(&self.dir)?;
+        store_api::check_top_dir(&self.dir)?;
         let layout = &self.inner.layout;
         let master_tmp = layout.scratch("tmp");
         if let Err(e) = self.inner.fs.copy_tree(&self.dir, &master_tmp) {

@@ -132,7 +132,7 @@ impl Inner {
             tracing::debug!(cache = %name, version = ticket.version, "discarded stale cache copy");
             return Ok(ReleaseOutcome::Discarded);
         }
-        if let Err(e) = crate::top_dir::check_top_dir(path) {
+        if let Err(e) = store_api::check_top_dir(path) {
             // The holder swapped its copy for a link (or removed it): publish nothing.
             self.dispose(path);
             return Err(e);

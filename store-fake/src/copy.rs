@@ -22,7 +22,7 @@ use walkdir::WalkDir;
 
 use crate::mount_point::is_mount_root;
 use crate::owner::ProcessIds;
-use crate::top_dir::check_top_dir;
+use store_api::check_top_dir;
 
 /// Copies the tree at `src` (a directory) to `dst`, which must not exist yet (its parent
 /// must). On error `dst` may hold a partial copy: the caller removes it.

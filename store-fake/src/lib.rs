@@ -119,7 +119,6 @@ mod results;
 mod state;
 mod steps;
 mod store_impl;
-mod top_dir;
 
 #[cfg(feature = "test-defects")]
 pub use defects::CrashDefect;

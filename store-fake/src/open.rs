@@ -166,7 +166,7 @@ fn load_results(layout: &Layout, disk: &Fs, state: &mut State) -> Result<(), Sto
             .filter(|_| is_dir)
             .ok_or_else(|| foreign(&path))?;
         let exposed = layout.result(&id);
-        if crate::top_dir::check_top_dir(&exposed).is_err() {
+        if store_api::check_top_dir(&exposed).is_err() {
             // The commit renamed the build into place but the readable copy is gone (or a
             // person removed it): make it again from the master.
             disk.remove(&exposed)

@@ -209,6 +209,9 @@ async fn prepare(inner: &Shared, leaf: &str, base: Option<&str>) -> Result<PathB
 async fn commit(inner: &Shared, id: &Id, leaf: &str) -> Result<(), StoreError> {
     let ds = inner.layout.result_ds(leaf);
     let dir = inner.layout.result_dir(leaf);
+    // A mounted directory cannot be renamed away, but a build that unmounted its own could
+    // have put a link in its place: record nothing then (its dataset goes as a failed build's).
+    store_api::check_top_dir(&dir)?;
     // Unmounting first flushes everything the build wrote and lets the read-only remount
     // follow. A process still inside (say, a log reader) only costs the remount.
     let unmounted = match inner.zfs.unmount(&ds).await {

@@ -252,6 +252,8 @@ async fn publish_locked(
     old: Option<u64>,
 ) -> Result<(), StoreError> {
     let ds = inner.layout.generation(component, generation);
+    // As for a build: a copy whose directory was swapped for a link is not published.
+    store_api::check_top_dir(&inner.layout.generation_dir(component, generation))?;
     if let Err(e) = inner.zfs.unmount(&ds).await {
         // The holder broke the contract and still uses the path; the snapshot is taken anyway.
         tracing::warn!(%ds, error = %e, "released cache copy still in use");

@@ -259,6 +259,7 @@
 mod build;
 mod cache;
 mod cache_state;
+mod check;
 mod cli;
 pub mod daemon_lock;
 mod engine;
@@ -267,7 +268,7 @@ mod fake_zfs;
 mod layout;
 mod locate;
 mod lock_file;
-mod mounts;
+pub mod mounts;
 mod names;
 mod open;
 mod reclaim_caches;
@@ -281,6 +282,7 @@ mod store_lock;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use check::check_layout;
 pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_mount_in_use, is_transient_busy};
 pub use engine::Engine;
 pub use layout::{DELETED_PROPERTY, MAX_ROOT_LEN, RESULT_SNAP};

@@ -1,6 +1,7 @@
 //! Reading the kernel mount table: which datasets are really mounted, where, and whether
 //! read-only. This is the ground truth on both engines (zfs-fuse's `mounted` property can lie
-//! after a daemon crash, and `readonly` does not say how a dataset is mounted).
+//! after a daemon crash, and `readonly` does not say how a dataset is mounted). Public so that
+//! tools around the store (test pools, leak checks, benchmarks) read it the same way.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,15 +33,20 @@ impl Mount {
     }
 }
 
-/// Undoes the octal escapes `/proc/mounts` uses for space, tab, newline and backslash.
-fn unescape(field: &str) -> String {
+/// Undoes the octal escapes (`\ooo`, digits 0–7) that `/proc/mounts` and
+/// `/proc/self/mountinfo` use for space, tab, newline and backslash. The bytes are decoded as
+/// UTF-8 afterwards, so escaped non-ASCII names come back whole; anything else (`\x`,
+/// `\089`) is kept as it is. The one copy of this in the workspace.
+pub fn unescape(field: &str) -> String {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let Some(d) = octal {
+            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
             i += 4;
         } else {
             out.push(b[i]);
@@ -95,5 +101,15 @@ mod tests {
         assert!(!m["p/r/b"].is_as(true) && !m["p/r/b"].is_as(false));
         assert!(!m["p/c/c-a:20b/g1"].read_only);
         assert_eq!(m["p/sp"].path, PathBuf::from("/p/with space"));
+    }
+
+    #[test]
+    fn only_octal_escapes_are_undone() {
+        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape(r"/plain"), "/plain");
+        assert_eq!(unescape(r"/odd\x"), r"/odd\x");
+        assert_eq!(unescape(r"/not\089"), r"/not\089");
+        assert_eq!(unescape(r"/end\04"), r"/end\04");
+        assert_eq!(unescape(r"/caf\303\251"), "/café");
     }
 }

@@ -53,7 +53,7 @@ impl std::fmt::Debug for ZfsOptions {
 /// pool or several, are independent.
 #[derive(Clone, Debug)]
 pub struct ZfsStore {
-    inner: Shared,
+    pub(crate) inner: Shared,
 }
 
 impl ZfsStore {

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::mount_escape::unescape;
 use crate::pool;
 use crate::procs;
 use crate::runner::Runner;
+use store_zfs::mounts::unescape;
 
 /// What one run created, and so must be gone at the end.
 #[derive(Clone, Debug, Default)]

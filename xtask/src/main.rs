@@ -24,7 +24,6 @@ mod crash;
 mod engine;
 mod error;
 mod leaks;
-mod mount_escape;
 mod pool;
 mod prereq;
 mod procs;

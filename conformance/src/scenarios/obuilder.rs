@@ -52,8 +52,12 @@ pub(crate) async fn store_basics(ctx: Ctx) -> Outcome {
 
     #[derive(Debug, PartialEq)]
     struct Failed;
+    // From a base, after writing, as OBuilder's failing step does.
     let err = store
-        .build(None, &fail, |_dir| async { Err::<(), _>(Failed) })
+        .build(Some(&base), &fail, |dir| async move {
+            let _ = fs::write(dir.join("partial"), "x");
+            Err::<(), _>(Failed)
+        })
         .await
         .err();
     match err {

@@ -220,7 +220,7 @@ async fn local_zfs(
     let measured = zfs_lane::run(
         name.as_str(),
         &record.mountpoint,
-        engine.kind(),
+        &engine.kind(),
         z.plan(),
         cancel,
     )

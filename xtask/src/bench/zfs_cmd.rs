@@ -70,30 +70,11 @@ impl Zfs {
             .map_err(|e| XtaskError::io("reading the mount table", "/proc/mounts", e))?;
         Ok(table.lines().any(|l| {
             let mut f = l.split_whitespace();
-            f.next().is_some_and(|src| unescape_octal(src) == ds)
+            f.next()
+                .is_some_and(|src| store_zfs::mounts::unescape(src) == ds)
                 && f.nth(1).is_some_and(|t| t == "fuse.zfs" || t == "zfs")
         }))
     }
-}
-
-/// `/proc/mounts` writes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The error for a command that exited unsuccessfully.
@@ -102,17 +83,5 @@ pub fn failed(args: &[&str], out: &CmdOutput) -> XtaskError {
         argv: format!("zfs {}", args.join(" ")),
         status: std::process::ExitStatus::from_raw(out.status.unwrap_or(255) << 8),
         stderr: out.stderr.trim().to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_table_names_are_unescaped() {
-        assert_eq!(unescape_octal(r"p/a\040b"), "p/a b");
-        assert_eq!(unescape_octal("p/plain"), "p/plain");
-        assert_eq!(unescape_octal(r"p\\"), r"p\\");
     }
 }

@@ -16,8 +16,8 @@ use super::ops::{CACHE, Harness, Phase};
 use super::subject::Subject;
 use super::zfs_cmd::Zfs;
 use crate::cancel::Cancel;
-use crate::engine::ZfsKind;
 use crate::error::{Result, XtaskError};
+use store_zfs::Engine;
 
 /// How big a ZFS run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ const MOUNT_HEADROOM: usize = 200;
 pub async fn run(
     pool: &str,
     mountpoint: &Path,
-    kind: ZfsKind,
+    kind: &Engine,
     plan: ZfsPlan,
     cancel: &Cancel,
 ) -> Result<ZfsBench> {
@@ -75,7 +75,7 @@ pub async fn run(
     zfs.check(&["create", "--", &ob_root]).await?;
     let mut notes = Vec::new();
     let cap = match kind {
-        ZfsKind::ZfsFuse => {
+        Engine::ZfsFuse => {
             let in_use = fuse_mounts();
             let room = ZFS_FUSE_MOUNT_LIMIT.saturating_sub(in_use + MOUNT_HEADROOM);
             let cap = ZFS_FUSE_MOUNT_CAP.min(room);
@@ -87,7 +87,7 @@ pub async fn run(
             }
             Some(cap)
         }
-        ZfsKind::Openzfs => None,
+        _ => None,
     };
     let ours = ZfsStore::open(
         &ours_root,
@@ -100,8 +100,8 @@ pub async fn run(
     .map_err(|e| XtaskError::Invalid(format!("opening ZfsStore on {ours_root}: {e}")))?;
     let engine = ours.engine().to_string();
     let dialect = match kind {
-        ZfsKind::Openzfs => Dialect::Verbatim,
-        ZfsKind::ZfsFuse => Dialect::ZfsFuse,
+        Engine::ZfsFuse => Dialect::ZfsFuse,
+        _ => Dialect::Verbatim,
     };
     let baseline = Obuilder::create(zfs.clone(), &ob_root, mountpoint.join("ob"), dialect).await?;
     let ours = Subject::Ours(ours);
@@ -176,10 +176,10 @@ fn fuse_mounts() -> usize {
 /// with four concurrent builds (create/clone, mount, unmount, snapshot, `mount -o ro`) the
 /// daemon deadlocked after ~140 results (every FUSE request blocked, all threads in futex
 /// waits, `zpool` still answering), taking every pool on the machine with it.
-fn fill_concurrency(kind: ZfsKind) -> usize {
+fn fill_concurrency(kind: &Engine) -> usize {
     match kind {
-        ZfsKind::ZfsFuse => 1,
-        ZfsKind::Openzfs => 4,
+        Engine::ZfsFuse => 1,
+        _ => 4,
     }
 }
 
@@ -190,7 +190,7 @@ async fn fill(
     zfs: &Zfs,
     from: usize,
     to: usize,
-    kind: ZfsKind,
+    kind: &Engine,
     cancel: &Cancel,
 ) -> Result<(f64, f64)> {
     let concurrency = fill_concurrency(kind);

@@ -18,12 +18,19 @@ use crate::error::{Result, XtaskError};
 use crate::runner::{Cmd, Runner};
 
 /// Integration tests not run in the guest, and why.
-const NOT_IN_GUEST: [(&str, &str); 1] = [(
-    "crash",
-    "its sweeps (every command failed, then stopped after, on a real pool) take over 35 \
-     minutes under TCG; they run on zfs-fuse in `cargo test`, and on the OpenZFS-behaving \
-     fake",
-)];
+const NOT_IN_GUEST: [(&str, &str); 2] = [
+    (
+        "crash",
+        "its sweeps (every command failed, then stopped after, on a real pool) take over 35 \
+         minutes under TCG; they run on zfs-fuse in `cargo test`, and on the OpenZFS-behaving \
+         fake",
+    ),
+    (
+        "conformance",
+        "the same checks run in the guest as the VM lane's suite (run-suite), at the lane's \
+         size; its fake_* modules do not touch a pool",
+    ),
+];
 
 /// Builds store-zfs's integration tests (`tests/*.rs`, not the unit tests) and returns their
 /// executables, named by test target, except those in [`NOT_IN_GUEST`].
@@ -87,12 +94,11 @@ fn executables(messages: &str) -> Vec<(String, PathBuf)> {
 /// Seconds each test executable took in the guest, run alone on an idle host (two test threads
 /// each); the longest start first, so the executables running at once end at about the same
 /// time. Unknown executables count as [`DEFAULT_SECS`].
-const MEASURED_SECS: [(&str, u32); 6] = [
+const MEASURED_SECS: [(&str, u32); 5] = [
     ("names", 34),
     ("concurrency", 23),
     ("delete", 18),
     ("cancel", 14),
-    ("obuilder_cases", 11),
     ("commands", 9),
 ];
 /// See [`MEASURED_SECS`].

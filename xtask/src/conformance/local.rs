@@ -7,11 +7,12 @@ use super::report::{Outcome, RunReport};
 use super::seam::{self, SuiteOptions, SuiteTarget};
 use crate::cancel::Cancel;
 use crate::cli::SuiteArgs;
-use crate::engine::{self, EngineChoice, LocalEngine, ZfsKind};
+use crate::engine::{self, EngineChoice, LocalEngine};
 use crate::error::{Result, XtaskError};
 use crate::leaks::{self, Footprint};
 use crate::pool::{self, PoolDir, PoolName, PoolRecord};
 use crate::runner::Runner;
+use store_zfs::Engine;
 
 /// Runs the suite on a local engine (`auto`, `kernel`, `zfs-fuse` or `fake`).
 pub async fn run(
@@ -48,8 +49,8 @@ pub async fn run(
     };
     let opts = options(
         match engine.kind() {
-            ZfsKind::ZfsFuse => Lane::ZfsFuse,
-            ZfsKind::Openzfs => Lane::Kernel,
+            Engine::ZfsFuse => Lane::ZfsFuse,
+            _ => Lane::Kernel,
         },
         args,
     );

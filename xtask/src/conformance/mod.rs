@@ -8,7 +8,6 @@ pub mod report;
 pub mod seam;
 mod selftest;
 mod vm_lane;
-mod zfs_factory;
 
 use crate::cancel::Cancel;
 use crate::cli::{ConformanceArgs, RunSuiteArgs};

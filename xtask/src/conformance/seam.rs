@@ -14,9 +14,9 @@ use super::fake_factory::FakeFactory;
 use super::lane::{Budget, Lane};
 use super::report::{CaseResult, CaseStatus, SuiteReport};
 use super::selftest;
-use super::zfs_factory::ZfsFactory;
-use crate::engine::ZfsKind;
 use crate::error::{Result, XtaskError};
+use store_zfs::Engine;
+use store_zfs::testing::ZfsFactory;
 
 /// What the suite runs against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum SuiteTarget {
         /// Where its root dataset is mounted.
         mountpoint: PathBuf,
         /// Which ZFS implementation serves it.
-        kind: ZfsKind,
+        kind: Engine,
     },
 }
 
@@ -123,7 +123,7 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
                 (run_one(factory, opts, config).await?, cases)
             }
             SuiteTarget::Zfs { pool, kind, .. } => {
-                let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
+                let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, kind));
                 let cases = factory.counter();
                 (run_one(factory, opts, config).await?, cases)
             }
@@ -139,14 +139,14 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
     match (target, opts.self_test) {
         (SuiteTarget::Fake, false) => run_with(FakeFactory, opts, config).await,
         (SuiteTarget::Zfs { pool, kind, .. }, false) => {
-            run_with(ZfsFactory::new(pool, *kind), opts, config).await
+            run_with(ZfsFactory::new(pool, kind), opts, config).await
         }
         // Replaying a sequence the self-test saved: against the same broken store.
         (SuiteTarget::Fake, true) => {
             run_one(selftest::BrokenFactory::new(FakeFactory), opts, config).await
         }
         (SuiteTarget::Zfs { pool, kind, .. }, true) => {
-            let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, *kind));
+            let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, kind));
             run_one(factory, opts, config).await
         }
     }

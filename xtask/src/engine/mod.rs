@@ -13,7 +13,7 @@ pub mod zfs_fuse;
 pub use detect::{detect_kernel_openzfs, zfs_fuse_installed};
 pub use zfs_fuse::{ZfsFuseDaemon, running_daemons};
 
-use serde::{Deserialize, Serialize};
+use store_zfs::Engine;
 
 use crate::error::{Result, XtaskError};
 use crate::prereq::{self, Need};
@@ -32,25 +32,6 @@ pub enum EngineChoice {
     Vm,
     /// No ZFS: the suite runs against store-fake (plain directories).
     Fake,
-}
-
-/// Which ZFS implementation a pool lives on. Decides the quirks the store must work around.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ZfsKind {
-    /// OpenZFS 2.x (kernel module).
-    Openzfs,
-    /// zfs-fuse 0.7 (pool version 23).
-    ZfsFuse,
-}
-
-impl std::fmt::Display for ZfsKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ZfsKind::Openzfs => "openzfs",
-            ZfsKind::ZfsFuse => "zfs-fuse",
-        })
-    }
 }
 
 /// The programs the zfs-fuse engine needs.
@@ -85,11 +66,13 @@ pub enum LocalEngine {
 }
 
 impl LocalEngine {
-    /// Which ZFS this is.
-    pub fn kind(&self) -> ZfsKind {
+    /// Which ZFS this is, as the store names it.
+    pub fn kind(&self) -> Engine {
         match self {
-            LocalEngine::Kernel { .. } => ZfsKind::Openzfs,
-            LocalEngine::ZfsFuse { .. } => ZfsKind::ZfsFuse,
+            LocalEngine::Kernel { version } => Engine::OpenZfs {
+                version: version.clone(),
+            },
+            LocalEngine::ZfsFuse { .. } => Engine::ZfsFuse,
         }
     }
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::error::{Result, XtaskError};
-use crate::mount_escape::unescape;
 use crate::procs;
 use crate::runner::{Cmd, Runner};
+use store_zfs::mounts::unescape;
 
 /// Where a daemon started by xtask writes its pid.
 pub const PIDFILE: &str = "/run/zstore/zfs-fuse.pid";

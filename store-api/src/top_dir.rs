@@ -1,29 +1,34 @@
-//! The top directory of a build or of a cache copy must still be the real directory the store
-//! made when the store takes it back: a build function or cache holder may have replaced it
-//! with a symlink (to anywhere on the host), a file, or nothing. The store then records
-//! nothing and follows no link: it never reads or writes outside its root because of what it
-//! was handed back.
+//! [`check_top_dir`]: the check every backend makes when it takes back a build directory or a
+//! cache copy. A build function or cache holder may have replaced the top directory with a
+//! symlink (to anywhere on the host), a file, or nothing; the store then records nothing and
+//! follows no link, so it never reads or writes outside its root because of what it was
+//! handed back (see [`Store`](crate::Store#what-every-backend-promises)).
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
-use store_api::StoreError;
+use crate::StoreError;
 
 /// `Ok` if `path` is a directory (not a symlink to one); else
-/// [`StoreError::NotADirectory`] saying what is there.
-pub(crate) fn check_top_dir(path: &Path) -> Result<(), StoreError> {
+/// [`StoreError::NotADirectory`] saying what is there. It never follows a link.
+///
+/// # Errors
+/// [`StoreError::NotADirectory`] for a symlink, a file, a special file, nothing, or a path
+/// that cannot be examined.
+pub fn check_top_dir(path: &Path) -> Result<(), StoreError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) | Err(_) => Err(StoreError::NotADirectory {
             path: path.to_owned(),
-            found: describe(path),
+            found: describe_path(path),
         }),
     }
 }
 
-/// What is at `path`, for messages, without following a symlink.
-pub(crate) fn describe(path: &Path) -> String {
+/// What is at `path`, for messages ("a symlink to /etc", "nothing", "a file"), without
+/// following a symlink.
+pub fn describe_path(path: &Path) -> String {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => "nothing".to_owned(),
         Err(e) => format!("unreadable: {e}"),

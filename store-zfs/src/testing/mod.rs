@@ -1,6 +1,7 @@
-//! Test helpers, public so that other crates' tests (conformance, xtask) can use them:
-//! throw-away pools ([`TestPool`]), a runner that records every command
-//! ([`RecordingRunner`]) and one that fails or "crashes" at a chosen command ([`FaultRunner`]).
+//! Test helpers, public so that other crates' tests (and xtask) can use them: throw-away
+//! pools ([`TestPool`]), the conformance suite's factory ([`ZfsFactory`]), a runner that
+//! records every command ([`RecordingRunner`]) and one that fails or "crashes" at a chosen
+//! command ([`FaultRunner`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,13 +11,33 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+#[cfg(feature = "testing")]
+mod factory;
+
 use crate::daemon_lock::{DaemonLock, talks_to_daemon};
+use crate::engine::Engine;
 pub use crate::fake_zfs::FakeZfs;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
+#[cfg(feature = "testing")]
+pub use factory::{PlanRunner, ZfsCase, ZfsFactory};
 
 /// The environment variable that turns "ZFS is not available, skipping" into a test failure.
 pub const REQUIRE_ZFS_ENV: &str = "ZSTORE_REQUIRE_ZFS";
+
+/// The environment variable naming an existing pool for [`ZfsFactory::on_test_pool`] (each
+/// case is a child dataset of it); unset, each test makes a [`TestPool`] of its own.
+pub const POOL_ENV: &str = "ZSTORE_TEST_POOL";
+
+/// Which engine the machine's `zfs` is (`zfs version` works only on OpenZFS).
+pub fn engine() -> Engine {
+    match run_sync("zfs", &["version"]) {
+        Ok(out) => Engine::OpenZfs {
+            version: out.lines().next().unwrap_or("").trim().to_owned(),
+        },
+        Err(_) => Engine::ZfsFuse,
+    }
+}
 
 /// Where test pools keep their sparse backing files and mountpoints.
 pub const POOL_DIR: &str = "/var/tmp/zpools";
