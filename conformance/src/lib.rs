@@ -1,5 +1,5 @@
-//! The executable form of the store contract (SPEC.md and the rustdoc of
-//! [`store_api::Store`]): a backend passes this suite or it does not conform.
+//! The executable form of the store contract (the rustdoc of [`store_api::Store`]): a backend
+//! passes this suite or it does not conform.
 //!
 //! # What it checks
 //!

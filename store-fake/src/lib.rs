@@ -119,6 +119,8 @@ mod results;
 mod state;
 mod steps;
 mod store_impl;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "test-defects")]
 pub use defects::CrashDefect;

@@ -1,4 +1,9 @@
-//! One scenario per known fault of OBuilder's ZFS store listed in SPEC.md.
+//! One scenario per known fault of OBuilder's ZFS store (OCurrent OBuilder, `lib/zfs_store.ml`),
+//! each stated on the scenario itself: deleting a base with `destroy -R` took every result
+//! built on it; a partial build left by a crash blocked its id; a base deleted while a build
+//! from it ran broke the build; a failed build left its dataset behind; cache names were
+//! used as dataset names unescaped; `df` reported a made-up 0; and a dropped copy kept its
+//! cache busy forever.
 
 use std::fs;
 use std::task::Poll;

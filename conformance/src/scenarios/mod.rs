@@ -1,5 +1,6 @@
 //! Named scenarios: each a readable restatement of one case (OBuilder's own checks, one per
-//! known fault in SPEC.md, single points of the contract). Every backend runs all of them.
+//! known fault of OBuilder's ZFS store (see `faults`), single points of the contract). Every
+//! backend runs all of them.
 
 mod contract;
 mod faults;

@@ -51,8 +51,9 @@ pub fn zfs_available() -> bool {
     }
 }
 
-/// For tests that need ZFS: `true` if it is available. Otherwise prints a loud skip message
-/// and returns `false`, or panics if `ZSTORE_REQUIRE_ZFS=1` (CI sets it).
+/// For tests that need ZFS: `true` if it is available. Otherwise prints `SKIPPED <test>` past
+/// libtest's output capture (so it shows in `cargo test` output) and returns `false`, or
+/// panics if `ZSTORE_REQUIRE_ZFS=1` (CI sets it).
 pub fn require_zfs(test: &str) -> bool {
     if zfs_available() {
         return true;
@@ -60,9 +61,13 @@ pub fn require_zfs(test: &str) -> bool {
     if std::env::var(REQUIRE_ZFS_ENV).is_ok_and(|v| v == "1") {
         panic!("{test}: ZFS is not available (zpool list failed) and {REQUIRE_ZFS_ENV}=1");
     }
-    eprintln!(
-        "\n!!! SKIPPING {test}: ZFS is not available (no zpool, or no daemon/module). \
-         Set {REQUIRE_ZFS_ENV}=1 to make this a failure. !!!\n"
+    // Straight to the standard error handle: libtest captures `eprintln!` of a passing test,
+    // and a skip must not look like a pass.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {test}: ZFS is not available (no zpool, or no daemon/module); set \
+         {REQUIRE_ZFS_ENV}=1 to make this a failure"
     );
     false
 }

@@ -1,15 +1,16 @@
 //! The baseline: OBuilder's `Zfs_store` command sequences (its `build`, `result`, `delete`,
 //! `cache` and cache release), re-issued command by command through the benchmark's runner,
-//! so both stores are measured on the same pool the same way. See
-//! `shared/reference/obuilder-store.md` (b) and `anchors.md` section 0 for the sequences.
+//! so both stores are measured on the same pool the same way. The sequences are those of
+//! OCurrent OBuilder's `lib/zfs_store.ml`, restated on each function below.
 //!
 //! OBuilder wants a whole pool; here its root is a dataset `R` (`<pool>/ob`) with its groups
 //! `R/state`, `R/result`, `R/cache`, `R/cache-tmp`. Its `chown` processes are done in-process
 //! (they are not `zfs` processes; this makes the baseline slightly faster, never slower).
 //!
 //! [`Dialect::Verbatim`] (OpenZFS) issues the exact commands. [`Dialect::ZfsFuse`] replaces
-//! those that cannot run on zfs-fuse with the closest ones that do
-//! (`zfs-fuse-vs-openzfs.md` §0, §1, §7), listed in [`ZFS_FUSE_SUBSTITUTIONS`].
+//! those that cannot run on zfs-fuse with the closest ones that do (zfs-fuse 0.7 has no
+//! `zfs list -p`, and cannot rename a mounted or cloned-from dataset), listed in
+//! [`ZFS_FUSE_SUBSTITUTIONS`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;

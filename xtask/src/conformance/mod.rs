@@ -1,6 +1,5 @@
 //! `cargo xtask conformance` and the hidden `run-suite` that the VM lane runs in the guest.
 
-mod fake_factory;
 mod guest_tests;
 pub mod lane;
 mod local;

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::fake_factory::FakeFactory;
 use super::lane::{Budget, Lane};
 use super::report::{CaseResult, CaseStatus, SuiteReport};
 use super::selftest;
 use crate::error::{Result, XtaskError};
+use store_fake::BusyPolicy;
+use store_fake::testing::FakeFactory;
 use store_zfs::Engine;
 use store_zfs::testing::ZfsFactory;
 
@@ -118,7 +119,8 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
         selftest::configure(&mut config, opts);
         let (mut report, cases) = match target {
             SuiteTarget::Fake => {
-                let factory = selftest::BrokenFactory::new(FakeFactory);
+                let factory =
+                    selftest::BrokenFactory::new(FakeFactory::new(BusyPolicy::ReportBusy));
                 let cases = factory.counter();
                 (run_one(factory, opts, config).await?, cases)
             }
@@ -137,13 +139,20 @@ pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<Suit
         return Ok(report);
     }
     match (target, opts.self_test) {
-        (SuiteTarget::Fake, false) => run_with(FakeFactory, opts, config).await,
+        (SuiteTarget::Fake, false) => {
+            run_with(FakeFactory::new(BusyPolicy::ReportBusy), opts, config).await
+        }
         (SuiteTarget::Zfs { pool, kind, .. }, false) => {
             run_with(ZfsFactory::new(pool, kind), opts, config).await
         }
         // Replaying a sequence the self-test saved: against the same broken store.
         (SuiteTarget::Fake, true) => {
-            run_one(selftest::BrokenFactory::new(FakeFactory), opts, config).await
+            run_one(
+                selftest::BrokenFactory::new(FakeFactory::new(BusyPolicy::ReportBusy)),
+                opts,
+                config,
+            )
+            .await
         }
         (SuiteTarget::Zfs { pool, kind, .. }, true) => {
             let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, kind));
