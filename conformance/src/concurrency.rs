@@ -481,6 +481,7 @@ mod tests {
 
     /// The fake, with a commit that takes a while after the build function returned (as on
     /// ZFS, where `unmount` + `snapshot` + `mount` follow the function).
+    #[derive(Debug)]
     struct SlowCommit(FakeStore);
 
     #[async_trait]

@@ -27,6 +27,8 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// | `ZSTORE_CONFORMANCE_QUICK_CHECKS` | [`full_check_each_step`](Config::full_check_each_step) `= false` when set to `1` |
 /// | `ZSTORE_CONFORMANCE_FAULT_DEPTH` | [`fault_depth`](Config::fault_depth) (`all` for every step) |
 /// | `ZSTORE_CONFORMANCE_FAULT_BUDGET_SECS` | [`fault_budget`](Config::fault_budget) (`0` for no limit) |
+/// | `ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT` | [`fault_floor_percent`](Config::fault_floor_percent) (`0` for none) |
+/// | `ZSTORE_CONFORMANCE_REPLAY` | the generated `sequences` test replays this saved sequence |
 /// | `ZSTORE_CONFORMANCE_LOAD_BUILDS` | [`load_builds`](Config::load_builds) |
 /// | `ZSTORE_CONFORMANCE_LOAD_JOBS` | [`load_jobs`](Config::load_jobs) |
 #[derive(Clone)]
@@ -71,6 +73,11 @@ pub struct Config {
     /// `None`: no limit. The check's detail line says how many faults were injected, out of
     /// how many possible, and what the budget cut.
     pub fault_budget: Option<Duration>,
+    /// The least share of the possible faults (in percent) a `fault_sweep` cut short by its
+    /// time budget must have injected, or the check fails: a slow machine must not quietly
+    /// turn the sweep into a token one. `None` (the default): no floor. A sweep that ran whole
+    /// always passes this.
+    pub fault_floor_percent: Option<u8>,
     /// How many builds the `load` check runs (chains of 4 levels from one base).
     pub load_builds: usize,
     /// How many chains the `load` check builds at once; every build holds a copy of one
@@ -94,6 +101,7 @@ impl Default for Config {
             progress: None,
             fault_depth: None,
             fault_budget: Some(Duration::from_secs(180)),
+            fault_floor_percent: None,
             load_builds: 200,
             load_jobs: 10,
         }
@@ -165,6 +173,12 @@ impl Config {
             self.fault_budget = match number("ZSTORE_CONFORMANCE_FAULT_BUDGET_SECS", &v)? {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
+            };
+        }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT") {
+            self.fault_floor_percent = match number("ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT", &v)? {
+                0 => None,
+                p => Some(p),
             };
         }
         if let Some(v) = var("ZSTORE_CONFORMANCE_LOAD_BUILDS") {

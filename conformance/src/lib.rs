@@ -149,6 +149,7 @@
 //! `cargo xtask conformance --replay FILE`, or [`replay`]`(factory, path)` from code.
 
 mod bad_input;
+pub mod broken;
 mod concurrency;
 mod config;
 mod crash;
@@ -163,6 +164,7 @@ mod ops;
 mod quiet_panic;
 mod report;
 mod scenarios;
+mod self_test;
 mod sequences;
 mod suite;
 mod tree;
@@ -172,8 +174,9 @@ pub use factory::{Capabilities, FactoryError, StoreFactory};
 pub use fault_plan::{Fault, FaultPlan, StepGuard, Verdict};
 pub use ops::{Ending, Op};
 pub use report::{CheckOutcome, CheckReport, FailingSequence, Failure, Progress, Report};
+pub use self_test::{SELF_TEST_MAX_STEPS, SelfTestVerdict, self_test, self_test_config};
 pub use sequences::SequenceFile;
 #[doc(hidden)]
-pub use suite::__run_check_in_test;
-pub use suite::{ReplayError, ReplaySource, check_names, replay, replay_with, run};
+pub use suite::{__run_check_in_test, __run_self_test_in_test};
+pub use suite::{REPLAY_ENV, ReplayError, ReplaySource, check_names, replay, replay_with, run};
 pub use tree::{Edit, Node, Tree};

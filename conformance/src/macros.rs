@@ -9,11 +9,19 @@
 /// conformance::conformance_tests!(my_backend, MyFactory::new());
 /// ```
 ///
-/// Each test reads its knobs with [`Config::from_env`](crate::Config::from_env), runs on a
-/// fresh multi-threaded runtime, prints the checks it skipped (missing capabilities) and
-/// panics with the report if the check fails. `cargo test my_backend::sequences` runs one.
-/// The module also holds `every_check_has_a_test`, which fails if this macro and the suite
-/// ever disagree on the list of checks.
+/// Each test starts from the factory's [`defaults`](crate::StoreFactory::defaults), applies
+/// the `ZSTORE_CONFORMANCE_*` variables ([`Config::with_env`](crate::Config::with_env)), runs
+/// on a fresh multi-threaded runtime, and panics with the report if the check fails. Past
+/// libtest's output capture it prints one line per check,
+/// `conformance: <check> on <backend>: passed in 1.23 s` (`FAILED`, or `SKIPPED` with the
+/// reason; the check's detail, such as how much of the fault sweep ran, after ` -- `), so a
+/// skip never looks like a pass and a summary can be read off the output.
+/// `cargo test my_backend::sequences` runs one check; with `ZSTORE_CONFORMANCE_REPLAY=FILE`
+/// the `sequences` test replays that saved sequence instead of generating new ones.
+///
+/// The module also holds `self_test` (the suite must catch this backend's stores broken on
+/// purpose, see [`self_test`](crate::self_test())) and `every_check_has_a_test`, which fails
+/// if this macro and the suite ever disagree on the list of checks.
 #[macro_export]
 macro_rules! conformance_tests {
     ($module:ident, $factory:expr) => {
@@ -61,6 +69,13 @@ macro_rules! __conformance_tests_for {
                 $crate::__run_check_in_test($factory, stringify!($name));
             }
         )*
+
+        /// The suite's self-test on this backend's storage: its stores broken on purpose
+        /// (stale cache releases published) must be caught ([`self_test`]).
+        #[test]
+        fn self_test() {
+            $crate::__run_self_test_in_test($factory);
+        }
 
         #[test]
         fn every_check_has_a_test() {

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use conformance::broken::Defect;
 use conformance::{CheckOutcome, Config, Report};
 use rstest::rstest;
-use support::broken::{BrokenFactory, Defect};
+use support::broken;
 
 fn config(check: &str, dir: &std::path::Path) -> Config {
     Config {
@@ -43,8 +44,7 @@ fn expect_failure(report: &Report, check: &str) -> conformance::Failure {
 #[tokio::test(flavor = "multi_thread")]
 async fn sequences_catch(#[case] defect: Defect, #[case] symptoms: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let report =
-        conformance::run(BrokenFactory::new(defect), config("sequences", dir.path())).await;
+    let report = conformance::run(broken(defect), config("sequences", dir.path())).await;
     let failure = expect_failure(&report, "sequences");
     println!("{report}");
     let symptom = symptoms
@@ -69,13 +69,9 @@ async fn sequences_catch(#[case] defect: Defect, #[case] symptoms: &[&str]) {
         .saved_to
         .as_ref()
         .expect("the sequence was saved as JSON");
-    let replayed = conformance::replay_with(
-        BrokenFactory::new(defect),
-        saved.as_path(),
-        Config::default(),
-    )
-    .await
-    .expect("the saved sequence loads");
+    let replayed = conformance::replay_with(broken(defect), saved.as_path(), Config::default())
+        .await
+        .expect("the saved sequence loads");
     let again = expect_failure(&replayed, "replay");
     assert!(
         again.message.contains(symptom),
@@ -89,7 +85,7 @@ async fn sequences_catch_a_cache_created_for_the_wrong_owner() {
     if conformance_user_is_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let report = conformance::run(
-            BrokenFactory::new(Defect::IgnoresCacheOwner),
+            broken(Defect::IgnoresCacheOwner),
             config("sequences", dir.path()),
         )
         .await;
@@ -139,7 +135,7 @@ fn conformance_user_is_root() -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn scenario_catches(#[case] defect: Defect, #[case] scenario: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let report = conformance::run(BrokenFactory::new(defect), config(scenario, dir.path())).await;
+    let report = conformance::run(broken(defect), config(scenario, dir.path())).await;
     expect_failure(&report, scenario);
 }
 
@@ -149,6 +145,6 @@ async fn concurrency_catches_stale_releases() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config("concurrency", dir.path());
     config.concurrency_cases = 20;
-    let report = conformance::run(BrokenFactory::new(Defect::PublishesStaleRelease), config).await;
+    let report = conformance::run(broken(Defect::PublishesStaleRelease), config).await;
     expect_failure(&report, "concurrency");
 }

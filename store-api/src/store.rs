@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -28,6 +29,8 @@ use crate::{BuildError, CacheLease, CacheName, DeleteCacheError, Id, StoreError,
 ///
 /// # What every backend promises
 /// - Everything documented on each method below, checked by the `conformance` crate.
+/// - It is `Debug` (a store shows up in logs and failed assertions), and `Arc<S>`, `Box<S>`,
+///   `Arc<dyn Store>` are stores too (every method forwarded).
 /// - **Crash safety**: if the process dies at any instant and the store is opened again, every
 ///   id has a complete result or none; every cache is at some released version (never empty
 ///   because of the crash, never a mix of two versions); no temporary copy is left once the
@@ -46,11 +49,11 @@ use crate::{BuildError, CacheLease, CacheName, DeleteCacheError, Id, StoreError,
 ///   directory (symlinks, a symlink or file in place of the directory itself, a filesystem
 ///   mounted inside), the store never reads, writes or removes anything outside its root
 ///   because of it. A build or release whose directory is no longer a real directory records
-///   nothing and fails ([`StoreError::NotADirectory`] where the backend can see it; a ZFS
-///   backend, whose directory is a mount point that cannot be swapped while mounted, records
-///   the dataset's own contents).
+///   nothing and fails with [`StoreError::NotADirectory`] ([`check_top_dir`](crate::check_top_dir)
+///   is the check; on ZFS the directory is a mount point that cannot be swapped while mounted,
+///   but a build that unmounted it could).
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + std::fmt::Debug {
     /// The store's root directory.
     fn root(&self) -> &Path;
 
@@ -184,3 +187,85 @@ pub trait StoreExt: Store {
 }
 
 impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Forwards every method to the shared store, so that code generic over `S: Store` also
+/// takes an `Arc<S>` or an `Arc<dyn Store>`.
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn root(&self) -> &Path {
+        (**self).root()
+    }
+    fn state_dir(&self) -> &Path {
+        (**self).state_dir()
+    }
+    async fn build_dyn(
+        &self,
+        base: Option<&Id>,
+        id: &Id,
+        f: BuildFn<'_>,
+    ) -> Result<(), BuildError<BuildFnError>> {
+        (**self).build_dyn(base, id, f).await
+    }
+    async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+        (**self).result(id).await
+    }
+    async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+        (**self).log_file(id).await
+    }
+    async fn delete(&self, id: &Id) -> Result<(), StoreError> {
+        (**self).delete(id).await
+    }
+    async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
+        (**self).cache(user, name).await
+    }
+    async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
+        (**self).delete_cache(name).await
+    }
+    async fn complete_deletes(&self) -> Result<(), StoreError> {
+        (**self).complete_deletes().await
+    }
+    async fn df(&self) -> Result<f64, StoreError> {
+        (**self).df().await
+    }
+}
+
+/// Forwards every method to the boxed store, so that code generic over `S: Store` also
+/// takes a `Box<S>` or a `Box<dyn Store>`.
+#[async_trait]
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn root(&self) -> &Path {
+        (**self).root()
+    }
+    fn state_dir(&self) -> &Path {
+        (**self).state_dir()
+    }
+    async fn build_dyn(
+        &self,
+        base: Option<&Id>,
+        id: &Id,
+        f: BuildFn<'_>,
+    ) -> Result<(), BuildError<BuildFnError>> {
+        (**self).build_dyn(base, id, f).await
+    }
+    async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+        (**self).result(id).await
+    }
+    async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+        (**self).log_file(id).await
+    }
+    async fn delete(&self, id: &Id) -> Result<(), StoreError> {
+        (**self).delete(id).await
+    }
+    async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
+        (**self).cache(user, name).await
+    }
+    async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
+        (**self).delete_cache(name).await
+    }
+    async fn complete_deletes(&self) -> Result<(), StoreError> {
+        (**self).complete_deletes().await
+    }
+    async fn df(&self) -> Result<f64, StoreError> {
+        (**self).df().await
+    }
+}

@@ -60,7 +60,7 @@ pub(crate) struct Inner {
     _temp_root: Option<TempRoot>,
 }
 
-/// Information about one cache, from [`FakeStore::caches`].
+/// Information about one cache, from [`FakeStore::cache_info`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheInfo {
     /// The cache's real name.
@@ -149,8 +149,9 @@ impl FakeStore {
         ids
     }
 
-    /// Every existing cache, sorted by name.
-    pub fn caches(&self) -> Vec<CacheInfo> {
+    /// Every existing cache with its version, copies out and owner, sorted by name
+    /// ([`Inspect::caches`](store_api::Inspect::caches) lists their names).
+    pub fn cache_info(&self) -> Vec<CacheInfo> {
         self.inner
             .state()
             .caches
@@ -297,5 +298,15 @@ impl Drop for TempRoot {
         if let Err(e) = remove_tree(&self.0) {
             tracing::warn!(root = %self.0.display(), error = %e, "could not remove temporary store root");
         }
+    }
+}
+
+impl store_api::Inspect for FakeStore {
+    fn results(&self) -> Vec<Id> {
+        FakeStore::results(self)
+    }
+
+    fn caches(&self) -> Vec<CacheName> {
+        self.cache_info().into_iter().map(|c| c.name).collect()
     }
 }

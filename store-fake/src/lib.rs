@@ -48,7 +48,7 @@
 //!   reclaims what an interrupted process left when the root is opened again;
 //! - reports real free space (`statvfs`), escapes any cache name safely, and is safe to use
 //!   from many tasks on a multi-threaded runtime;
-//! - offers inspection ([`FakeStore::results`], [`FakeStore::caches`],
+//! - offers inspection ([`store_api::Inspect`], [`FakeStore::cache_info`],
 //!   [`FakeStore::live_cache_copies`], [`FakeStore::builds_in_progress`]) and fault
 //!   injection ([`FakeStore::fail_next_builds`], [`FakeStore::set_delete_cache_busy`], and a
 //!   [`StepHook`] called before every change on disk, which can fail any step or stop all of

@@ -187,7 +187,7 @@ impl StoreFactory for FakeFactory {
             .take();
         if let Some(store) = last {
             let live: Vec<_> = store
-                .caches()
+                .cache_info()
                 .into_iter()
                 .filter(|c| c.live_copies > 0)
                 .map(|c| format!("{:?}: {} copies", c.name.as_str(), c.live_copies))

@@ -23,7 +23,7 @@ async fn dropping_a_lease_discards_the_copy_at_once() {
         "no longer out once dropped"
     );
     assert!(!path.exists(), "removed synchronously");
-    assert_eq!(store.caches()[0].version, 0);
+    assert_eq!(store.cache_info()[0].version, 0);
     store
         .delete_cache(&name)
         .await
@@ -40,7 +40,7 @@ async fn a_dropped_release_future_discards_the_copy() {
     drop(lease.release());
     assert_eq!(store.live_cache_copies(&name), 0);
     assert!(!path.exists());
-    assert_eq!(store.caches()[0].version, 0, "nothing published");
+    assert_eq!(store.cache_info()[0].version, 0, "nothing published");
 }
 
 #[tokio::test]
@@ -71,7 +71,7 @@ async fn copies_are_independent_and_released_in_any_order() {
     assert_eq!(c1.release().await.expect("c1"), ReleaseOutcome::Discarded);
     assert_eq!(c4.release().await.expect("c4"), ReleaseOutcome::Published);
     assert_eq!(c2.release().await.expect("c2"), ReleaseOutcome::Discarded);
-    let info = &store.caches()[0];
+    let info = &store.cache_info()[0];
     assert_eq!((info.version, info.live_copies), (2, 0));
     let last = store.cache(r, &name).await.expect("last");
     assert_eq!(read(&last.path().join("data")), "4");
@@ -107,7 +107,7 @@ async fn a_new_cache_belongs_to_the_requested_user_and_keeps_its_first_owner() {
         assert_eq!((meta.uid(), meta.gid()), (123, 456));
     }
     assert_eq!(
-        store.caches(),
+        store.cache_info(),
         vec![CacheInfo {
             name: name.clone(),
             version: 0,
@@ -133,10 +133,10 @@ async fn the_busy_hook_reports_busy_and_changes_nothing() {
             let err = store.delete_cache(target).await.expect_err("busy");
             assert!(matches!(err, DeleteCacheError::Busy { ref name } if name == target));
         }
-        assert_eq!(store.caches().len(), 1);
+        assert_eq!(store.cache_info().len(), 1);
         store.set_delete_cache_busy(false);
         store.delete_cache(&name).await.expect("delete");
-        assert!(store.caches().is_empty());
+        assert!(store.cache_info().is_empty());
         store.delete_cache(&name).await.expect("absent");
     }
 }
@@ -159,7 +159,7 @@ async fn delete_wins_discards_every_copy_out_even_after_the_name_is_reused() {
     // A new cache of the same name, at version 0 like the copy was.
     let new = store.cache(User::ROOT, &name).await.expect("new copy");
     assert_eq!(old.release().await.expect("old"), ReleaseOutcome::Discarded);
-    assert_eq!(store.caches()[0].version, 0);
+    assert_eq!(store.cache_info()[0].version, 0);
     assert_eq!(new.release().await.expect("new"), ReleaseOutcome::Published);
     let check = store.cache(User::ROOT, &name).await.expect("check");
     assert!(!check.path().join("data").exists());
@@ -217,7 +217,7 @@ async fn any_cache_name_stays_under_the_root_and_is_listed_as_given() {
     );
     let mut expected: Vec<CacheName> = raw.iter().map(|n| cache_name(n)).collect();
     expected.sort();
-    let listed: Vec<CacheName> = store.caches().into_iter().map(|c| c.name).collect();
+    let listed: Vec<CacheName> = store.cache_info().into_iter().map(|c| c.name).collect();
     assert_eq!(listed, expected, "real names, sorted");
     for (i, name) in raw.iter().enumerate() {
         let lease = store
@@ -229,7 +229,7 @@ async fn any_cache_name_stays_under_the_root_and_is_listed_as_given() {
     drop(store);
     // And they come back under their real names.
     let store = FakeStore::open(&root).expect("reopen");
-    let listed: Vec<CacheName> = store.caches().into_iter().map(|c| c.name).collect();
+    let listed: Vec<CacheName> = store.cache_info().into_iter().map(|c| c.name).collect();
     assert_eq!(listed, expected);
     for name in &raw {
         store.delete_cache(&cache_name(name)).await.expect("delete");

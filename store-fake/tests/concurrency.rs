@@ -132,7 +132,7 @@ async fn ten_holders_of_one_cache() {
         published, 1,
         "all ten copies came from version 0: one release wins"
     );
-    let info = &store.caches()[0];
+    let info = &store.cache_info()[0];
     assert_eq!((info.version, info.live_copies), (1, 0));
     let lease = store.cache(User::ROOT, &name).await.expect("cache");
     assert_eq!(list(lease.path()).len(), 1, "exactly the winner's file");
@@ -173,7 +173,7 @@ async fn cache_churn_with_deletes_stays_consistent() {
     }
     assert_eq!(store.live_cache_copies(&name), 0);
     assert_eq!(list(&store.root().join("cache-tmp")), Vec::<String>::new());
-    if let Some(info) = store.caches().first() {
+    if let Some(info) = store.cache_info().first() {
         let dir = store.root().join("caches");
         let entries = list(&dir.join(list(&dir)[0].clone()));
         assert_eq!(

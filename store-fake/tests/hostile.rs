@@ -129,7 +129,7 @@ async fn a_symlinked_top_directory_never_empties_files_outside_the_store() {
         "the cache is still at version 0"
     );
     drop(lease);
-    assert_eq!(store.caches()[0].version, 0);
+    assert_eq!(store.cache_info()[0].version, 0);
     assert_eq!(
         snapshot(outside.path()),
         before,

@@ -47,7 +47,7 @@ async fn results_caches_and_state_survive_reopen() {
         (read(&b.join("f")), read(&b.join("g"))),
         ("a".into(), "b".into())
     );
-    let caches = store.caches();
+    let caches = store.cache_info();
     assert_eq!(caches.len(), 1);
     assert_eq!(
         (&caches[0].name, caches[0].version, caches[0].owner),
@@ -189,7 +189,7 @@ async fn interrupted_builds_and_leases_are_reclaimed_on_open() {
         "restored from the master"
     );
     assert_eq!(list(&cache_dir), vec!["owner".to_owned(), "v1".to_owned()]);
-    assert_eq!(store.caches()[0].version, 1);
+    assert_eq!(store.cache_info()[0].version, 1);
     let lease = store.cache(user(0, 0), &name).await.expect("cache");
     assert_eq!(read(&lease.path().join("data")), "released");
     drop(lease);

@@ -216,7 +216,7 @@ async fn commit(inner: &Shared, id: &Id, leaf: &str) -> Result<(), StoreError> {
     // follow. A process still inside (say, a log reader) only costs the remount.
     let unmounted = match inner.zfs.unmount(&ds).await {
         Ok(()) => true,
-        Err(e) if crate::cli::is_in_use(&e) => {
+        Err(e) if crate::zfs_cli::is_in_use(&e) => {
             tracing::warn!(%ds, error = %e, "build directory still in use; snapshotting it mounted");
             false
         }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use store_api::StoreError;
 
-use crate::cli::Zfs;
 use crate::layout::{DELETED_PROPERTY, RESULT_SNAP};
 use crate::mounts::{self, Mount};
 use crate::runner::Runner;
 use crate::store::ZfsStore;
+use crate::zfs_cli::Zfs;
 
 /// Everything under `root` that a cleanly closed store would not have, one line each:
 /// datasets left by builds or cache copies, snapshots the store does not make or should

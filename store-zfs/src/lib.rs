@@ -5,7 +5,7 @@
 //! ```no_run
 //! use store_api::{Id, Store, StoreExt};
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = store_zfs::ZfsStore::create("tank/zstore").await?;
+//! let store = store_zfs::ZfsStore::open("tank/zstore").await?;
 //! let id = Id::new("base")?;
 //! store.build(None, &id, |dir| async move { std::fs::write(dir.join("out"), "ok") }).await?;
 //! assert!(store.result(&id).await?.is_some());
@@ -14,7 +14,7 @@
 //!
 //! # Opening
 //!
-//! [`ZfsStore::create`] takes a pool (`tank`: the pool `tank`), a mount path (`/tank`,
+//! [`ZfsStore::open`] takes a pool (`tank`: the pool `tank`), a mount path (`/tank`,
 //! `/mnt/tank`: the pool named by the last component, or failing that the dataset mounted at
 //! that path, e.g. `/tank/zstore`) or a dataset below a pool's root (`tank/zstore`). It checks
 //! that it exists, is a ZFS filesystem and is mounted, and says which of these failed. It then
@@ -256,11 +256,11 @@
 //! crash, then reopen with a real runner) and `testing::FakeZfs` (an in-memory model of the
 //! commands, for fast tests without a pool, with zfs-fuse or OpenZFS behaviour).
 
+mod backoff;
 mod build;
 mod cache;
 mod cache_state;
 mod check;
-mod cli;
 pub mod daemon_lock;
 mod engine;
 #[cfg(any(test, feature = "testing"))]
@@ -281,12 +281,14 @@ mod store;
 mod store_lock;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod zfs_cli;
 
+pub use backoff::Backoff;
 pub use check::check_layout;
-pub use cli::{FIRST_BACKOFF, TOTAL_BACKOFF, is_mount_in_use, is_transient_busy};
 pub use engine::Engine;
 pub use layout::{DELETED_PROPERTY, MAX_ROOT_LEN, RESULT_SNAP};
 pub use names::{NAME_PROPERTY, escape as escape_cache_name, unescape as unescape_cache_name};
 pub use open::ZFS_FUSE_MOUNT_CAP;
 pub use runner::{Cmd, CmdOutput, Program, RunError, Runner, SystemRunner};
-pub use store::{ZfsOptions, ZfsStore};
+pub use store::{ZfsOptions, ZfsStore, ZfsStoreBuilder};
+pub use zfs_cli::{is_mount_in_use, is_transient_busy};

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use store_api::StoreError;
 
-use crate::cli::Zfs;
 use crate::names::zfs_name_ok;
+use crate::zfs_cli::Zfs;
 
 /// The root dataset and its mountpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]

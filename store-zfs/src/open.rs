@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use store_api::StoreError;
 
-use crate::cli::Zfs;
 use crate::engine::Engine;
 use crate::layout::{DELETED_PROPERTY, Layout, MADE_PROPERTY, MAX_ROOT_LEN};
 use crate::locate::locate;
@@ -16,6 +15,7 @@ use crate::reclaim_caches::reclaim_caches;
 use crate::reclaim_results::reclaim_results;
 use crate::runner::{Cmd, Runner};
 use crate::state::{Inner, Limits, ResultIndex, Shared};
+use crate::zfs_cli::Zfs;
 
 /// The property, read by zfs-auto-snapshot and tools like it, that the store's groups are
 /// created with so that those tools leave its datasets alone.
@@ -228,7 +228,7 @@ mod tests {
             inner: FakeZfs::new(dir.path(), "p"),
             unlocked: Mutex::default(),
         });
-        let store = ZfsStore::open(
+        let store = ZfsStore::open_with(
             "p",
             ZfsOptions {
                 runner: checker.clone(),

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use store_api::{Id, StoreError};
 
-use crate::cli::{RESULT_MOUNT_OPTIONS, Zfs, is_in_use};
 use crate::layout::DELETED_PROPERTY;
 use crate::mounts;
 use crate::state::{MountState, Shared, Status, join, lock, spawn_detached};
+use crate::zfs_cli::{RESULT_MOUNT_OPTIONS, Zfs, is_in_use};
 
 /// Makes sure `ds` is mounted at `dir` with the wanted mode, and returns the actual mode.
 ///

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use store_api::{CacheName, Id};
 
 use crate::cache_state::CacheEntry;
-use crate::cli::Zfs;
 use crate::engine::Engine;
 use crate::layout::{Layout, result_leaf};
+use crate::zfs_cli::Zfs;
 
 /// How a dataset is mounted, as far as the store knows (from the mount table at open, then
 /// from its own commands).

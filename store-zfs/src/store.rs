@@ -41,6 +41,35 @@ impl std::fmt::Debug for ZfsOptions {
     }
 }
 
+/// Builds the options of a [`ZfsStore`] and opens it ([`ZfsStore::builder`]).
+#[derive(Clone, Debug, Default)]
+pub struct ZfsStoreBuilder {
+    options: ZfsOptions,
+}
+
+impl ZfsStoreBuilder {
+    /// Runs every `zfs`/`zpool` command through `runner` (default: the real commands).
+    pub fn runner(mut self, runner: Arc<dyn Runner>) -> Self {
+        self.options.runner = runner;
+        self
+    }
+
+    /// Keeps at most `n` results mounted read-only (default: unlimited on OpenZFS,
+    /// [`crate::ZFS_FUSE_MOUNT_CAP`] on zfs-fuse).
+    pub fn max_mounted_results(mut self, n: usize) -> Self {
+        self.options.max_mounted_results = Some(n);
+        self
+    }
+
+    /// Opens the store at `location` with these options (see [`ZfsStore::open`]).
+    ///
+    /// # Errors
+    /// As for [`ZfsStore::open`].
+    pub async fn open(self, location: impl AsRef<str>) -> Result<ZfsStore, StoreError> {
+        ZfsStore::open_with(location, self.options).await
+    }
+}
+
 /// A [`Store`] on a ZFS pool or dataset. See the [crate documentation](crate) for the layout,
 /// naming, crash safety and command costs.
 ///
@@ -62,21 +91,38 @@ impl ZfsStore {
     ///
     /// `location` is a pool (`tank`, meaning the pool mounted at `/tank`), a mount path
     /// (`/tank`, `/mnt/tank`: the pool named by the last component, or the dataset mounted
-    /// there) or a dataset below a pool's root (`tank/zstore`).
+    /// there) or a dataset below a pool's root (`tank/zstore`). The dataset must exist.
     ///
     /// # Errors
     /// A clear [`StoreError`] if `zfs` cannot run, the pool or dataset does not exist, is not
     /// a mounted ZFS filesystem, or a command fails; [`StoreError::Locked`] if the store is
     /// open already.
-    pub async fn create(location: impl AsRef<str>) -> Result<Self, StoreError> {
-        Self::open(location, ZfsOptions::default()).await
+    pub async fn open(location: impl AsRef<str>) -> Result<Self, StoreError> {
+        Self::open_with(location, ZfsOptions::default()).await
     }
 
-    /// [`create`](Self::create) with explicit options.
+    /// Options for opening, set one at a time:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), store_api::StoreError> {
+    /// let store = store_zfs::ZfsStore::builder()
+    ///     .max_mounted_results(100)
+    ///     .open("tank/zstore")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> ZfsStoreBuilder {
+        ZfsStoreBuilder::default()
+    }
+
+    /// [`open`](Self::open) with explicit options.
     ///
     /// # Errors
-    /// As for [`create`](Self::create).
-    pub async fn open(location: impl AsRef<str>, options: ZfsOptions) -> Result<Self, StoreError> {
+    /// As for [`open`](Self::open).
+    pub async fn open_with(
+        location: impl AsRef<str>,
+        options: ZfsOptions,
+    ) -> Result<Self, StoreError> {
         let limits = Limits {
             max_mounted_results: options.max_mounted_results,
         };
@@ -129,6 +175,16 @@ impl ZfsStore {
             .collect();
         names.sort();
         names
+    }
+}
+
+impl store_api::Inspect for ZfsStore {
+    fn results(&self) -> Vec<Id> {
+        ZfsStore::results(self)
+    }
+
+    fn caches(&self) -> Vec<CacheName> {
+        ZfsStore::caches(self)
     }
 }
 

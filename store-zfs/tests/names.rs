@@ -109,7 +109,7 @@ async fn locations() {
         return;
     };
     // Missing pool, non-ZFS path, a snapshot, garbage: clear errors.
-    let err = ZfsStore::create("zt-znosuchpool")
+    let err = ZfsStore::open("zt-znosuchpool")
         .await
         .expect_err("missing")
         .to_string();
@@ -117,7 +117,7 @@ async fn locations() {
         err.contains("not found") && err.contains("zt-znosuchpool"),
         "{err}"
     );
-    let err = ZfsStore::create("/tmp")
+    let err = ZfsStore::open("/tmp")
         .await
         .expect_err("not zfs")
         .to_string();
@@ -125,9 +125,9 @@ async fn locations() {
         err.contains("no ZFS pool or dataset is mounted at /tmp"),
         "{err}"
     );
-    let err = ZfsStore::create("-R").await.expect_err("bad").to_string();
+    let err = ZfsStore::open("-R").await.expect_err("bad").to_string();
     assert!(err.contains("not a valid ZFS name"), "{err}");
-    let err = ZfsStore::create(format!("{}@x", pool.name()))
+    let err = ZfsStore::open(format!("{}@x", pool.name()))
         .await
         .expect_err("snapshot")
         .to_string();
@@ -137,11 +137,11 @@ async fn locations() {
     );
 
     // The pool by name and by mount path; a dataset below the root by name and by path.
-    let by_name = ZfsStore::create(pool.name()).await.expect("by name");
+    let by_name = ZfsStore::open(pool.name()).await.expect("by name");
     assert_eq!(by_name.dataset(), pool.name());
     assert_eq!(by_name.root(), pool.mountpoint());
     drop(by_name);
-    let by_path = ZfsStore::create(pool.mountpoint().to_string_lossy())
+    let by_path = ZfsStore::open(pool.mountpoint().to_string_lossy())
         .await
         .expect("by path");
     assert_eq!(by_path.dataset(), pool.name());
@@ -154,7 +154,7 @@ async fn locations() {
         .expect("zfs");
     drop(lock);
     let rec = RecordingRunner::new(Arc::new(SystemRunner));
-    let store = ZfsStore::open(
+    let store = ZfsStore::open_with(
         &sub,
         ZfsOptions {
             runner: rec.clone(),
@@ -170,7 +170,7 @@ async fn locations() {
         .await
         .expect("build");
     drop(store);
-    let store = ZfsStore::create(pool.mountpoint().join("zstore").to_string_lossy())
+    let store = ZfsStore::open(pool.mountpoint().join("zstore").to_string_lossy())
         .await
         .expect("dataset by path");
     assert_eq!(store.dataset(), sub);
@@ -183,7 +183,7 @@ async fn mount_cap_unmounts_least_recently_used() {
     let Some(pool) = pool("mount_cap_unmounts_least_recently_used") else {
         return;
     };
-    let store = ZfsStore::open(
+    let store = ZfsStore::open_with(
         pool.mountpoint().to_string_lossy(),
         ZfsOptions {
             max_mounted_results: Some(3),

@@ -38,7 +38,7 @@ async fn store(
         FakeZfs::new(dir.path(), "fp")
     };
     let rec = RecordingRunner::new(Arc::new(Override { fake, answer }));
-    let store = ZfsStore::open(
+    let store = ZfsStore::open_with(
         "fp",
         ZfsOptions {
             runner: rec.clone(),

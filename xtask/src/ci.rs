@@ -2,9 +2,10 @@
 //!
 //! Steps: format, clippy, the API docs (rustdoc warnings are errors), the workspace tests (with a ZFS engine made available first and
 //! `ZSTORE_REQUIRE_ZFS=1`, so store-zfs's real-pool tests cannot skip), the conformance lanes
-//! (fake, zfs-fuse, vm; the vm lane also runs store-zfs's integration tests on OpenZFS in the
-//! same boot), and the suite's self-test on both real lanes (a deliberately broken store must
-//! be caught with a shrunk sequence). Each lane installs what it needs (as root) and leaves
+//! (fake, zfs-fuse, vm: each runs the backend crate's own `tests/conformance.rs`, whose
+//! `self_test` proves that a deliberately broken store is caught with a shrunk sequence; the
+//! vm lane also runs store-zfs's integration tests on OpenZFS in the same boot). Each lane
+//! installs what it needs (as root) and leaves
 //! nothing behind; a zfs-fuse daemon started for the tests is stopped at the end. Every step
 //! runs even if an earlier one failed, so one CI run shows every problem; the exit status is
 //! non-zero if any step failed.
@@ -26,28 +27,19 @@ use crate::runner::{Cmd, Runner};
 /// `ci` options.
 #[derive(Debug, clap::Args)]
 pub struct CiArgs {
-    /// Skip these steps (fmt, clippy, doc, test, fake, zfs-fuse, self-test, vm);
+    /// Skip these steps (fmt, clippy, doc, test, fake, zfs-fuse, vm);
     /// repeatable.
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
 }
 
-const STEPS: [&str; 8] = [
-    "fmt",
-    "clippy",
-    "doc",
-    "test",
-    "fake",
-    "zfs-fuse",
-    "self-test",
-    "vm",
-];
+const STEPS: [&str; 7] = ["fmt", "clippy", "doc", "test", "fake", "zfs-fuse", "vm"];
 
 /// Steps that run beside the others, one after the other, once [`BACKGROUND_AFTER`] has run:
 /// the VM lane is mostly qemu's own CPU and a first image build, the host steps mostly wait
 /// for the zfs-fuse daemon (a whole run used a quarter of the 2 cores' time one step at a
 /// time), so together they take about as long as the longer track. The VM lane runs the
-/// suite, store-zfs's integration tests and the suite's self-test in one boot.
+/// suite (the self-test among its tests) and store-zfs's integration tests in one boot.
 const BACKGROUND: [&str; 1] = ["vm"];
 
 /// The step after which the [`BACKGROUND`] steps start: at once, since the VM lane is the
@@ -68,7 +60,6 @@ fn step_limit(step: &str) -> Duration {
         "fake" => 5,
         "zfs-fuse" => 12,
         "vm" => 45,
-        "self-test" => 10,
         _ => 10,
     };
     Duration::from_secs(minutes * 60)
@@ -97,12 +88,7 @@ fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
                 .args(["test", "--workspace"])
                 .env(store_zfs_require_env(), "1"),
         ],
-        "vm" => vec![
-            conformance("vm")
-                .arg("--with-store-zfs-tests")
-                .arg("--with-self-test"),
-        ],
-        "self-test" => vec![conformance("zfs-fuse").arg("--self-test-broken-store")],
+        "vm" => vec![conformance("vm").arg("--with-store-zfs-tests")],
         lane => vec![conformance(lane)],
     }
 }
@@ -268,7 +254,7 @@ impl Ctx {
         let started = Instant::now();
         let mut ok = true;
         // A daemon wedged by an earlier step would hang this one: replace it first.
-        if matches!(step, "test" | "zfs-fuse" | "self-test") {
+        if matches!(step, "test" | "zfs-fuse") {
             match zfs_fuse::recover_if_wedged(&self.runner).await {
                 Ok(true) => say(format!(
                     "==> ci: {step}: replaced a wedged zfs-fuse daemon first"
@@ -397,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn the_real_lanes_run_the_suite_its_self_test_and_the_guest_tests() {
+    fn the_real_lanes_run_the_suite_and_the_guest_tests() {
         let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
         let vm = commands("vm", &cargo, &me);
         assert_eq!(
@@ -407,15 +393,12 @@ mod tests {
                 "conformance",
                 "--engine",
                 "vm",
-                "--with-store-zfs-tests",
-                "--with-self-test"
+                "--with-store-zfs-tests"
             ]
         );
-        let zfs_fuse_self_test = argv(&commands("self-test", &cargo, &me)[0]);
-        assert!(
-            zfs_fuse_self_test.contains(&"zfs-fuse".to_owned())
-                && zfs_fuse_self_test.contains(&"--self-test-broken-store".to_owned()),
-            "{zfs_fuse_self_test:?}"
+        assert_eq!(
+            argv(&commands("zfs-fuse", &cargo, &me)[0]),
+            ["xtask", "conformance", "--engine", "zfs-fuse"]
         );
         let test = &commands("test", &cargo, &me)[0];
         assert!(test.display().contains("test --workspace"));

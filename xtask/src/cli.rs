@@ -82,15 +82,9 @@ pub struct SuiteArgs {
     /// With --pool: accept a pool that already holds datasets or files.
     #[arg(long, requires = "pool")]
     pub allow_nonempty: bool,
-    /// Size of the created pool's sparse vdev file.
-    #[arg(long, default_value = "2G", value_name = "SIZE")]
-    pub size: String,
-    /// Prefix of the generated pool name [default: $ZSTORE_POOL_PREFIX or "zstore-"].
-    #[arg(long, value_name = "P")]
-    pub prefix: Option<String>,
-    /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
-    #[arg(long, value_name = "DIR")]
-    pub pool_dir: Option<PathBuf>,
+    /// The pool's file, size and name prefix.
+    #[command(flatten)]
+    pub file: crate::pool::PoolArgs,
     /// Suite sizes per lane, the self-test, guest tests.
     #[command(flatten)]
     pub lane: crate::conformance::lane::LaneArgs,
@@ -156,18 +150,12 @@ pub enum PoolCommand {
         /// Pool name [default: a unique name with the prefix].
         #[arg(long)]
         name: Option<PoolName>,
-        /// Size of the sparse vdev file.
-        #[arg(long, default_value = "2G")]
-        size: String,
-        /// Prefix of a generated name [default: $ZSTORE_POOL_PREFIX or "zstore-"].
-        #[arg(long)]
-        prefix: Option<String>,
         /// Which ZFS (vm and fake have no host pools).
         #[arg(long, value_enum, default_value = "auto")]
         engine: EngineChoice,
-        /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
-        #[arg(long)]
-        pool_dir: Option<PathBuf>,
+        /// The pool's file, size and name prefix.
+        #[command(flatten)]
+        file: crate::pool::PoolArgs,
     },
     /// Destroy a pool this tool created (refuses any other pool).
     Destroy {

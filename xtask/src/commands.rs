@@ -15,22 +15,20 @@ pub async fn pool(runner: &Runner, cmd: PoolCommand) -> Result<u8> {
     match cmd {
         PoolCommand::Create {
             name,
-            size,
-            prefix,
             engine: choice,
-            pool_dir,
+            file,
         } => {
             if matches!(choice, EngineChoice::Vm | EngineChoice::Fake) {
                 return Err(XtaskError::Invalid(
                     "pools are created on kernel OpenZFS or zfs-fuse (--engine auto|kernel|zfs-fuse)".into(),
                 ));
             }
-            let bytes = pool::parse_size(&size)?;
+            let bytes = file.bytes()?;
             let engine = engine::prepare_local(runner, choice).await?;
-            let dir = PoolDir::resolve(pool_dir.as_deref());
+            let dir = file.dir();
             let name = match name {
                 Some(n) => n,
-                None => pool::fresh_name(runner, &dir, &pool::prefix(prefix.as_deref())).await?,
+                None => pool::fresh_name(runner, &dir, &file.prefix()).await?,
             };
             let rec = pool::create(runner, &dir, &name, bytes, &engine.kind().to_string()).await?;
             if let Some(pid) = engine.started_daemon() {

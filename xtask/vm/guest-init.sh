@@ -9,14 +9,10 @@
 #   workdir     directory to run the command in (default /root)
 #   share-path  if present: mount the virtio-9p tag "zstore-share" there
 #   pool, pool-size  if present: create that pool on a sparse file of that size first
-#   argv-also   if present: a second command (NUL-separated), started with the first and run
-#               beside it (same environment and directory); the guest powers off when both ended
 # It reports back in the same directory:
 #   events      "<phase> <guest uptime in s>" lines (init, mounted, zfs-loaded, ready, done)
 #   output      the command's stdout and stderr (the host streams it while the guest runs)
 #   status      the command's exit status, written last and atomically; 125 = set-up failed
-#   output-also, status-also  the same for the argv-also command (status-also before status;
-#               an "also-done" event when it ends)
 #   setup-error why the set-up failed, if it did
 set -u
 CTL=/mnt/zstore-ctl
@@ -78,18 +74,7 @@ fi
 workdir=/root
 [ -f "$CTL/workdir" ] && workdir=$(cat "$CTL/workdir")
 cd "$workdir" || fail "cd $workdir"
-also_pid=
-if [ -s "$CTL/argv-also" ]; then
-  mapfile -d '' -t also < "$CTL/argv-also"
-  (
-    "${also[@]}" < /dev/null > "$CTL/output-also" 2>&1
-    echo "$?" > "$CTL/status-also.tmp" && mv "$CTL/status-also.tmp" "$CTL/status-also"
-    event also-done
-  ) &
-  also_pid=$!
-fi
 "${argv[@]}" < /dev/null > "$CTL/output" 2>&1
 rc=$?
-[ -n "$also_pid" ] && wait "$also_pid"
 event done
 finish "$rc"

@@ -258,6 +258,27 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
         );
     }
     let _ = write!(detail, "; {:.0} s", sw.started.elapsed().as_secs_f64());
+    let injected = tried.0 + tried.1;
+    let budget_cut = unprobed > 0 || (cut_short.is_some() && wrong.len() < MAX_REPORTED);
+    if let Some(floor) = config.fault_floor_percent
+        && budget_cut
+        && wrong.is_empty()
+        && injected * 100 < usize::from(floor) * possible.max(1)
+    {
+        return (
+            CheckOutcome::Failed(Failure {
+                message: format!(
+                    "the time budget stopped the fault sweep after {injected} of {possible} \
+                     possible faults ({}%), below the floor of {floor}% \
+                     (ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT); raise the budget or lower the \
+                     floor",
+                    injected * 100 / possible.max(1)
+                ),
+                sequence: None,
+            }),
+            Some(detail),
+        );
+    }
     if wrong.is_empty() {
         return (CheckOutcome::Passed, Some(detail));
     }

@@ -2,14 +2,24 @@
 
 #![allow(dead_code)]
 
-pub mod broken;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use conformance::broken::{BrokenFactory, Defect};
 use conformance::{Capabilities, FactoryError, StoreFactory};
 use store_api::Store;
+use store_fake::BusyPolicy;
 pub use store_fake::testing::{FakeFactory, FakeStorage};
+
+/// The fake broken by `defect` (letting delete win where the defect needs it).
+pub fn broken(defect: Defect) -> BrokenFactory<FakeFactory> {
+    let policy = if defect == Defect::NeverBusyWhileClaimingItMay {
+        BusyPolicy::DeleteWins
+    } else {
+        BusyPolicy::ReportBusy
+    };
+    BrokenFactory::new(FakeFactory::new(policy), defect)
+}
 
 /// The fake declared without the reopen capability: checks that need it must skip, the
 /// others must still pass.
@@ -42,6 +52,7 @@ impl StoreFactory for NoReopen {
 /// The fake, but every build holds one lock: builds never run at once.
 pub struct Serial(pub FakeFactory);
 
+#[derive(Debug)]
 struct SerialStore {
     inner: Arc<dyn Store>,
     lock: tokio::sync::Mutex<()>,

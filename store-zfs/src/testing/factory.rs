@@ -12,7 +12,7 @@
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use conformance::{Capabilities, Config, FactoryError, FaultPlan, StoreFactory, Verdict};
@@ -22,13 +22,11 @@ use crate::daemon_lock::DaemonSerialized;
 use crate::engine::Engine;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner, SystemRunner};
 use crate::store::{ZfsOptions, ZfsStore};
-use crate::{check_layout, is_mount_in_use, is_transient_busy, mounts};
+use crate::{Backoff, check_layout, is_mount_in_use, is_transient_busy, mounts};
 
 /// How long teardown waits for a store's background work (cleanups of cancelled builds and
 /// dropped copies) before calling it hung.
 const IDLE_LIMIT: Duration = Duration::from_secs(120);
-/// How long teardown retries destroying a case's dataset while ZFS says it is busy.
-const DESTROY_LIMIT: Duration = Duration::from_secs(60);
 
 /// Opens [`ZfsStore`]s for the conformance suite, one child dataset of a pool per case.
 /// Clones share the runner, the case counter and whatever the factory keeps alive.
@@ -172,7 +170,7 @@ impl ZfsFactory {
         if let Some(previous) = case.take_last() {
             idle(&previous).await?;
         }
-        let store = ZfsStore::open(
+        let store = ZfsStore::open_with(
             &case.dataset,
             ZfsOptions {
                 runner,
@@ -234,8 +232,7 @@ impl ZfsFactory {
     /// Unmounts everything mounted under `ds` (deepest first) and destroys it recursively;
     /// never `-f` (it can wedge zfs-fuse), retrying only while ZFS says "busy".
     async fn destroy(&self, ds: &str) -> Result<(), FactoryError> {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(20);
+        let mut delays = Backoff::TEARDOWN.delays();
         loop {
             let table = self
                 .runner
@@ -265,11 +262,12 @@ impl ZfsFactory {
             if !is_transient_busy(&last) && !is_mount_in_use(&last) {
                 return Err(last.into());
             }
-            if started.elapsed() > DESTROY_LIMIT {
-                return Err(format!("still busy after {DESTROY_LIMIT:?}: {last}").into());
-            }
+            let Some(delay) = delays.next() else {
+                return Err(
+                    format!("still busy after {:?}: {last}", Backoff::TEARDOWN.total).into(),
+                );
+            };
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 #[cfg(feature = "testing")]
 mod factory;
 
+use crate::backoff::Backoff;
 use crate::daemon_lock::{DaemonLock, talks_to_daemon};
 use crate::engine::Engine;
 pub use crate::fake_zfs::FakeZfs;
@@ -74,6 +75,12 @@ pub fn require_zfs(test: &str) -> bool {
 
 /// A pool on a sparse file under [`POOL_DIR`], with a unique name, destroyed (with its file)
 /// on drop.
+///
+/// Blocking: [`create`](Self::create), [`datasets`](Self::datasets),
+/// [`destroy_tree`](Self::destroy_tree) and drop run `zpool`/`zfs` to completion on the
+/// calling thread (waiting for the zfs-fuse daemon lock, up to minutes). Create and drop it on
+/// a test's own thread or in `tokio::task::spawn_blocking`, never directly on an async
+/// runtime's worker thread, where it stalls every task of that worker meanwhile.
 #[derive(Debug)]
 pub struct TestPool {
     name: String,
@@ -220,16 +227,17 @@ impl TestPool {
         for d in mounted {
             let _ = run_sync("zfs", &["unmount", "--", &d]);
         }
-        let mut last = String::new();
-        for attempt in 0..40u64 {
+        let mut delays = Backoff::TEARDOWN.delays();
+        loop {
             match run_sync("zfs", &["destroy", "-r", "--", ds]) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.contains("does not exist") => return Ok(()),
-                Err(e) => last = e,
+                Err(e) => match delays.next() {
+                    Some(delay) if e.contains("busy") => std::thread::sleep(delay),
+                    _ => return Err(e),
+                },
             }
-            std::thread::sleep(Duration::from_millis(20 * (attempt + 1).min(10)));
         }
-        Err(last)
     }
 
     /// The mounted filesystems of this pool, from `/proc/mounts`.
@@ -247,19 +255,18 @@ impl Drop for TestPool {
     fn drop(&mut self) {
         // Never `-f` (zfs-fuse turns it into a lazy unmount that can wedge the daemon); a
         // mount still busy for a moment after the test is retried.
-        let mut last = String::new();
-        for attempt in 0..40 {
+        let mut delays = Backoff::TEARDOWN.delays();
+        let destroyed = loop {
             match run_sync("zpool", &["destroy", &self.name]) {
-                Ok(_) => {
-                    last.clear();
-                    break;
-                }
-                Err(e) => last = e,
+                Ok(_) => break Ok(()),
+                Err(e) => match delays.next() {
+                    Some(delay) if e.contains("busy") => std::thread::sleep(delay),
+                    _ => break Err(e),
+                },
             }
-            std::thread::sleep(Duration::from_millis(50 * (attempt + 1).min(10)));
-        }
-        if !last.is_empty() {
-            eprintln!("TestPool: could not destroy pool {}: {last}", self.name);
+        };
+        if let Err(e) = destroyed {
+            eprintln!("TestPool: could not destroy pool {}: {e}", self.name);
             return;
         }
         let _ = std::fs::remove_file(&self.file);

@@ -9,7 +9,7 @@ use store_zfs::{Runner, SystemRunner, ZfsOptions, ZfsStore};
 
 /// Where a test's store lives.
 pub trait Env {
-    /// What `ZfsStore::open` is given.
+    /// What `ZfsStore::open_with` is given.
     fn location(&self) -> String;
     /// The pool (or fake pool) name.
     fn name(&self) -> String;
@@ -110,7 +110,7 @@ pub async fn open_with(
     location: &str,
     runner: Arc<dyn Runner>,
 ) -> Result<ZfsStore, store_api::StoreError> {
-    ZfsStore::open(
+    ZfsStore::open_with(
         location,
         ZfsOptions {
             runner,

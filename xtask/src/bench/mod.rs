@@ -20,7 +20,7 @@ mod zfs_lane;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
@@ -31,9 +31,9 @@ use crate::cancel::Cancel;
 use crate::cli::VmOptions;
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_OK, Result, XtaskError};
-use crate::pool::{self, PoolDir};
+use crate::pool::{self};
 use crate::runner::{Cmd, Runner};
-use crate::vm::{self, BuildOptions, GUEST_CTL, GuestExit, VmSpec};
+use crate::vm::{self, GUEST_CTL, GuestExit};
 
 /// Options of the ZFS part, shared by `bench` and `run-bench`.
 #[derive(Debug, Clone, Args)]
@@ -53,15 +53,9 @@ pub struct ZfsBenchArgs {
     /// Existing results in the second phase [default: 2000, or 200 with --quick].
     #[arg(long, value_name = "N")]
     pub results: Option<usize>,
-    /// Size of the pool's sparse vdev file.
-    #[arg(long, default_value = "2G", value_name = "SIZE")]
-    pub size: String,
-    /// Prefix of the generated pool name [default: $ZSTORE_POOL_PREFIX or "zstore-"].
-    #[arg(long, value_name = "P")]
-    pub prefix: Option<String>,
-    /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
-    #[arg(long, value_name = "DIR")]
-    pub pool_dir: Option<PathBuf>,
+    /// The pool's file, size and name prefix.
+    #[command(flatten)]
+    pub file: crate::pool::PoolArgs,
 }
 
 impl ZfsBenchArgs {
@@ -209,9 +203,9 @@ async fn local_zfs(
 ) -> Result<ZfsBench> {
     let engine = engine::prepare_local(runner, choice).await?;
     eprintln!("xtask: bench: engine: {}", engine.describe());
-    let dir = PoolDir::resolve(z.pool_dir.as_deref());
-    let size = pool::parse_size(&z.size)?;
-    let name = pool::fresh_name(runner, &dir, &pool::prefix(z.prefix.as_deref())).await?;
+    let dir = z.file.dir();
+    let size = z.file.bytes()?;
+    let name = pool::fresh_name(runner, &dir, &z.file.prefix()).await?;
     let record = pool::create(runner, &dir, &name, size, &engine.kind().to_string()).await?;
     eprintln!(
         "xtask: bench: pool {name} mounted at {}",
@@ -236,30 +230,18 @@ async fn local_zfs(
 /// Runs the ZFS part in the OpenZFS guest and returns the guest's figures.
 async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<ZfsBench> {
     let z = &args.zfs;
-    pool::parse_size(&z.size)?;
-    let image = vm::image::ensure(
-        runner,
-        cancel,
-        BuildOptions {
-            rebuild: args.vm.rebuild_image,
-            no_module_cache: false,
-        },
-    )
-    .await?;
-    let exe = std::env::current_exe()
-        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?;
+    z.file.bytes()?;
     let ctl = PathBuf::from(GUEST_CTL);
     let mut argv: Vec<OsString> = vec![
-        ctl.join("xtask").into(),
         "run-bench".into(),
         "--engine".into(),
         "kernel".into(),
         "--report".into(),
         ctl.join("report.json").into(),
         "--size".into(),
-        z.size.clone().into(),
+        z.file.size.clone().into(),
         "--prefix".into(),
-        pool::prefix(z.prefix.as_deref()).into(),
+        z.file.prefix().into(),
     ];
     if z.quick {
         argv.push("--quick".into());
@@ -273,19 +255,8 @@ async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<Zf
     if let Some(n) = z.large_iterations {
         argv.extend(["--large-iterations".into(), n.to_string().into()]);
     }
-    let mut spec = VmSpec::new(argv);
-    spec.files.push((exe, "xtask".into()));
+    let (image, mut spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
     spec.fetch.push("report.json".into());
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        spec.env.push(("RUST_LOG".into(), filter));
-    }
-    spec.mem_mib = args.vm.vm_mem;
-    if let Some(c) = args.vm.vm_cpus {
-        spec.cpus = c;
-    }
-    spec.timeout = Duration::from_secs(args.vm.vm_timeout);
-    spec.boot_timeout = Duration::from_secs(args.vm.vm_boot_timeout);
-    spec.verbose = args.vm.vm_verbose;
     eprintln!(
         "xtask: bench: booting the OpenZFS guest (kernel {}, zfs {}; qemu TCG: absolute times \
          are emulated, compare ratios)",

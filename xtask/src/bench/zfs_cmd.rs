@@ -3,9 +3,8 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use store_zfs::{Cmd, CmdOutput, FIRST_BACKOFF, Runner, TOTAL_BACKOFF, is_transient_busy};
+use store_zfs::{Backoff, Cmd, CmdOutput, Runner, is_transient_busy};
 
 use crate::error::{Result, XtaskError};
 
@@ -45,19 +44,16 @@ impl Zfs {
     /// busy" (zfs-fuse releases a dataset a few milliseconds after `umount` returns): the
     /// store's own policy, 10 ms doubling, about 5 s in all.
     pub async fn check_retry_busy(&self, args: &[&str]) -> Result<String> {
-        let mut delay = FIRST_BACKOFF;
-        let mut waited = Duration::ZERO;
+        let mut delays = Backoff::STORE.delays();
         loop {
             let out = self.output(args).await?;
             if out.success() {
                 return Ok(out.stdout);
             }
-            if !is_transient_busy(&out.stderr) || waited >= TOTAL_BACKOFF {
-                return Err(failed(args, &out));
+            match delays.next() {
+                Some(delay) if is_transient_busy(&out.stderr) => tokio::time::sleep(delay).await,
+                _ => return Err(failed(args, &out)),
             }
-            tokio::time::sleep(delay).await;
-            waited += delay;
-            delay *= 2;
         }
     }
 

@@ -89,7 +89,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let ours = ZfsStore::open(
+    let ours = ZfsStore::open_with(
         &ours_root,
         ZfsOptions {
             runner: counter.clone(),

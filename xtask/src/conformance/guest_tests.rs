@@ -13,82 +13,34 @@ use std::time::Instant;
 
 use tokio::task::JoinSet;
 
+use super::libtest;
 use super::report::TestRun;
 use crate::error::{Result, XtaskError};
 use crate::runner::{Cmd, Runner};
 
 /// Integration tests not run in the guest, and why.
-const NOT_IN_GUEST: [(&str, &str); 2] = [
-    (
-        "crash",
-        "its sweeps (every command failed, then stopped after, on a real pool) take over 35 \
-         minutes under TCG; they run on zfs-fuse in `cargo test`, and on the OpenZFS-behaving \
-         fake",
-    ),
-    (
-        "conformance",
-        "the same checks run in the guest as the VM lane's suite (run-suite), at the lane's \
-         size; its fake_* modules do not touch a pool",
-    ),
-];
+const NOT_IN_GUEST: [(&str, &str); 1] = [(
+    "crash",
+    "its sweeps (every command failed, then stopped after, on a real pool) take over 35 \
+     minutes under TCG; they run on zfs-fuse in `cargo test`, and on the OpenZFS-behaving \
+     fake",
+)];
 
 /// Builds store-zfs's integration tests (`tests/*.rs`, not the unit tests) and returns their
-/// executables, named by test target, except those in [`NOT_IN_GUEST`].
-pub async fn build(runner: &Runner) -> Result<Vec<(String, PathBuf)>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(|ws| ws.join("Cargo.toml"))
-        .ok_or_else(|| XtaskError::Invalid("cannot find the workspace of xtask".into()))?;
-    eprintln!("xtask: building store-zfs's integration tests for the guest");
-    let out = runner
-        .check(
-            &Cmd::new(cargo)
-                .arg("test")
-                .arg("--manifest-path")
-                .arg(manifest)
-                .args([
-                    "-p",
-                    "store-zfs",
-                    "--tests",
-                    "--no-run",
-                    "--message-format=json-render-diagnostics",
-                ]),
-        )
-        .await?;
-    let mut found = executables(&out.stdout);
+/// executables, named by test target: the conformance suite's first (what the VM lane runs as
+/// its suite), then the others, except those in [`NOT_IN_GUEST`].
+pub async fn build(runner: &Runner) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+    let mut found = libtest::build_tests(runner, "store-zfs", &["--tests"]).await?;
+    let suite = found
+        .iter()
+        .position(|(name, _)| name == libtest::TEST_TARGET)
+        .map(|i| found.remove(i).1)
+        .ok_or_else(|| XtaskError::Invalid("cargo built no store-zfs conformance test".into()))?;
     for (name, why) in NOT_IN_GUEST {
         eprintln!("xtask: not run in the guest: store-zfs test {name}: {why}");
     }
     found.retain(|(name, _)| !NOT_IN_GUEST.iter().any(|(n, _)| n == name));
-    if found.is_empty() {
-        return Err(XtaskError::Invalid(
-            "cargo built no store-zfs test executable".into(),
-        ));
-    }
-    Ok(found)
-}
-
-/// The integration-test executables in cargo's JSON messages.
-fn executables(messages: &str) -> Vec<(String, PathBuf)> {
-    let mut found: Vec<(String, PathBuf)> = messages
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
-        .filter(|m| {
-            m["target"]["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "test"))
-        })
-        .filter_map(|m| {
-            let name = m["target"]["name"].as_str()?.to_owned();
-            let exe = m["executable"].as_str()?.into();
-            Some((name, exe))
-        })
-        .collect();
-    found.sort();
-    found.dedup();
-    found
+    Ok((suite, found))
 }
 
 /// Seconds each test executable took in the guest, run alone on an idle host (two test threads
@@ -266,21 +218,5 @@ mod tests {
         assert!(started.iter().all(|c| c.contains("--test-threads=2")));
         assert_eq!(run_at_once(&runner, &tests[..1], 8).await.len(), 1);
         assert!(run_at_once(&runner, &[], 2).await.is_empty());
-    }
-
-    #[test]
-    fn finds_integration_test_executables_only() {
-        let messages = [
-            r#"{"reason":"compiler-artifact","target":{"name":"store_zfs","kind":["lib"]},"profile":{"test":true},"executable":"/t/deps/store_zfs-1"}"#,
-            r#"{"reason":"compiler-artifact","target":{"name":"store_zfs","kind":["lib"]},"profile":{"test":false},"executable":null}"#,
-            r#"{"reason":"compiler-artifact","target":{"name":"crash","kind":["test"]},"profile":{"test":true},"executable":"/t/deps/crash-2"}"#,
-            r#"{"reason":"compiler-message","message":{}}"#,
-            r#"{"reason":"build-finished","success":true}"#,
-        ]
-        .join("\n");
-        assert_eq!(
-            executables(&messages),
-            vec![("crash".to_owned(), PathBuf::from("/t/deps/crash-2"))]
-        );
     }
 }

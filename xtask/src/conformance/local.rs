@@ -34,7 +34,7 @@ pub async fn run(
     }
     if choice == EngineChoice::Fake {
         let opts = options(Lane::Fake, args);
-        let outcome = suite(cancel, &SuiteTarget::Fake, &opts).await;
+        let outcome = suite(runner, cancel, &SuiteTarget::Fake, &opts).await;
         return RunReport {
             engine: "fake (store-fake on plain directories, no ZFS)".into(),
             pool: None,
@@ -103,6 +103,7 @@ fn options(lane: Lane, args: &SuiteArgs) -> SuiteOptions {
         replay: args.replay.clone(),
         self_test: args.lane.self_test_broken_store,
         parallel: args.lane.parallel,
+        test_exe: args.lane.test_exe.clone(),
         ..SuiteOptions::for_lane(args.lane.lane.unwrap_or(lane))
     }
 }
@@ -116,7 +117,7 @@ async fn with_pool(
     opts: &SuiteOptions,
     fp: &mut Footprint,
 ) -> (Outcome, Option<String>) {
-    let dir = PoolDir::resolve(args.pool_dir.as_deref());
+    let dir = args.file.dir();
     let (name, mountpoint, created) = match &args.pool {
         Some(name) => match existing_pool(runner, name, args.allow_nonempty).await {
             Ok(mnt) => (name.clone(), mnt, None),
@@ -146,7 +147,7 @@ async fn with_pool(
     let outcome = if cancel.is_cancelled() {
         error_outcome(XtaskError::Interrupted)
     } else {
-        suite(cancel, &target, opts).await
+        suite(runner, cancel, &target, opts).await
     };
     if let Some(rec) = created {
         if args.keep {
@@ -170,8 +171,8 @@ async fn new_pool(
     engine: &LocalEngine,
     args: &SuiteArgs,
 ) -> Result<(PoolName, PoolRecord)> {
-    let size = pool::parse_size(&args.size)?;
-    let name = pool::fresh_name(runner, dir, &pool::prefix(args.prefix.as_deref())).await?;
+    let size = args.file.bytes()?;
+    let name = pool::fresh_name(runner, dir, &args.file.prefix()).await?;
     let record = pool::create(runner, dir, &name, size, &engine.kind().to_string()).await?;
     Ok((name, record))
 }
@@ -202,8 +203,13 @@ async fn existing_pool(
     Ok(mnt.into())
 }
 
-async fn suite(cancel: &Cancel, target: &SuiteTarget, opts: &SuiteOptions) -> Outcome {
-    match cancel.run(seam::run_suite(target, opts)).await {
+async fn suite(
+    runner: &Runner,
+    cancel: &Cancel,
+    target: &SuiteTarget,
+    opts: &SuiteOptions,
+) -> Outcome {
+    match cancel.run(seam::run_suite(runner, target, opts)).await {
         Ok(report) => Outcome::Completed { report },
         Err(e) => error_outcome(e),
     }

@@ -2,10 +2,10 @@
 
 mod guest_tests;
 pub mod lane;
+pub mod libtest;
 mod local;
 pub mod report;
 pub mod seam;
-mod selftest;
 mod vm_lane;
 
 use crate::cancel::Cancel;

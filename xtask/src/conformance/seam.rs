@@ -1,23 +1,21 @@
-//! THE one place where xtask calls the conformance suite.
+//! THE one place where xtask runs the conformance suite: as the backend crate's own
+//! `tests/conformance.rs` ([`libtest`](super::libtest)), sized for the lane.
 //!
-//! [`run_suite`] picks the factory for the target (`store-fake` for [`SuiteTarget::Fake`], a
-//! [`ZfsStore`](store_zfs::ZfsStore) on a fresh child dataset per case for
-//! [`SuiteTarget::Zfs`]), sizes the suite for the lane ([`Budget`]), and calls
-//! [`conformance::run`] or [`conformance::replay_with`]. Everything around the seam (engines,
-//! pools, the VM, leak checks, the summary and the exit status) is the same for every target.
+//! [`run_suite`] picks the executable and module for the target (`store-fake`'s
+//! `report_busy` tests for [`SuiteTarget::Fake`], `store-zfs`'s `real_pool` tests on the
+//! run's pool for [`SuiteTarget::Zfs`]), turns the lane's [`Budget`] and the command line into
+//! `ZSTORE_CONFORMANCE_*` variables and `--test-threads`, and reads the results off the run.
+//! Everything around the seam (engines, pools, the VM, leak checks, the summary and the exit
+//! status) is the same for every target.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::lane::{Budget, Lane};
-use super::report::{CaseResult, CaseStatus, SuiteReport};
-use super::selftest;
+use super::libtest::{self, SuiteRun};
+use super::report::SuiteReport;
 use crate::error::{Result, XtaskError};
-use store_fake::BusyPolicy;
-use store_fake::testing::FakeFactory;
+use crate::runner::Runner;
 use store_zfs::Engine;
-use store_zfs::testing::ZfsFactory;
 
 /// What the suite runs against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,10 +50,13 @@ pub struct SuiteOptions {
     pub seed: Option<u64>,
     /// A recorded failing sequence to replay.
     pub replay: Option<PathBuf>,
-    /// Run the suite's self-test (a deliberately broken store) instead of the suite.
+    /// Run only the suite's self-test (its stores broken on purpose must be caught).
     pub self_test: bool,
-    /// How many groups of checks run at once (`None`: the lane's default).
+    /// How many checks run at once (`None`: the lane's default).
     pub parallel: Option<usize>,
+    /// The backend's conformance test executable, built elsewhere (the guest has no cargo);
+    /// `None`: build it here.
+    pub test_exe: Option<PathBuf>,
 }
 
 impl SuiteOptions {
@@ -71,10 +72,11 @@ impl SuiteOptions {
             replay: None,
             self_test: false,
             parallel: None,
+            test_exe: None,
         }
     }
 
-    /// How many groups of checks run at once.
+    /// How many checks run at once (libtest's `--test-threads`).
     pub fn parallel(&self) -> usize {
         self.parallel
             .unwrap_or_else(|| Budget::for_lane(self.lane).parallel)
@@ -111,115 +113,107 @@ impl SuiteOptions {
     }
 }
 
-/// Runs the conformance suite (or its self-test) against `target`, printing progress on
-/// stdout.
-pub async fn run_suite(target: &SuiteTarget, opts: &SuiteOptions) -> Result<SuiteReport> {
-    let mut config = opts.config()?;
-    if opts.self_test && opts.replay.is_none() {
-        selftest::configure(&mut config, opts);
-        let (mut report, cases) = match target {
-            SuiteTarget::Fake => {
-                let factory =
-                    selftest::BrokenFactory::new(FakeFactory::new(BusyPolicy::ReportBusy));
-                let cases = factory.counter();
-                (run_one(factory, opts, config).await?, cases)
-            }
-            SuiteTarget::Zfs { pool, kind, .. } => {
-                let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, kind));
-                let cases = factory.counter();
-                (run_one(factory, opts, config).await?, cases)
-            }
-        };
-        let mut verdict = selftest::verdict(&report);
-        verdict.explanation.push_str(&format!(
-            " ({} cases run, shrinking included)",
-            cases.load(Ordering::Relaxed)
-        ));
-        report.self_test = Some(verdict);
-        return Ok(report);
-    }
-    match (target, opts.self_test) {
-        (SuiteTarget::Fake, false) => {
-            run_with(FakeFactory::new(BusyPolicy::ReportBusy), opts, config).await
-        }
-        (SuiteTarget::Zfs { pool, kind, .. }, false) => {
-            run_with(ZfsFactory::new(pool, kind), opts, config).await
-        }
-        // Replaying a sequence the self-test saved: against the same broken store.
-        (SuiteTarget::Fake, true) => {
-            run_one(
-                selftest::BrokenFactory::new(FakeFactory::new(BusyPolicy::ReportBusy)),
-                opts,
-                config,
-            )
-            .await
-        }
-        (SuiteTarget::Zfs { pool, kind, .. }, true) => {
-            let factory = selftest::BrokenFactory::new(ZfsFactory::new(pool, kind));
-            run_one(factory, opts, config).await
-        }
-    }
+/// The knobs of `config` as the variables the generated tests read
+/// ([`conformance::Config::with_env`]), with `seed` so that every check uses the same one.
+fn knobs(config: &conformance::Config, seed: u64) -> Vec<(String, String)> {
+    let fault_budget = config.fault_budget.map_or(0, |b| b.as_secs().max(1));
+    [
+        ("CASES", config.cases.to_string()),
+        ("MAX_OPS", config.max_ops.to_string()),
+        ("SEED", seed.to_string()),
+        ("CONCURRENCY_CASES", config.concurrency_cases.to_string()),
+        ("QUICK_CHECKS", (!config.full_check_each_step).to_string()),
+        ("LOAD_BUILDS", config.load_builds.to_string()),
+        ("LOAD_JOBS", config.load_jobs.to_string()),
+        ("FAULT_BUDGET_SECS", fault_budget.to_string()),
+        (
+            "FAULT_FLOOR_PERCENT",
+            config.fault_floor_percent.unwrap_or(0).to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("ZSTORE_CONFORMANCE_{k}"), v))
+    .collect()
 }
 
-/// Runs the checks in [`SuiteOptions::parallel`] groups at once (one `conformance::run` per
-/// group, each with its own clone of the factory), and merges their reports in the suite's
-/// order. A replay, or a single group, is one plain run.
-async fn run_with<F: conformance::StoreFactory + Clone>(
-    factory: F,
+/// Runs the conformance suite (or only its self-test, or one replay) against `target`; the
+/// output streams to the terminal.
+///
+/// # Errors
+/// A malformed setting, a test executable that cannot be built or run, or a run that ends
+/// without reporting any check.
+pub async fn run_suite(
+    runner: &Runner,
+    target: &SuiteTarget,
     opts: &SuiteOptions,
-    mut config: conformance::Config,
 ) -> Result<SuiteReport> {
-    let names: Vec<&str> = conformance::check_names()
-        .into_iter()
-        .filter(|c| {
-            config
-                .only
-                .as_ref()
-                .is_none_or(|o| o.iter().any(|n| n == c))
-        })
-        .collect();
-    let groups = super::lane::split(&names, opts.parallel(), &config);
-    if opts.replay.is_some() || groups.len() < 2 {
-        return run_one(factory, opts, config).await;
+    if opts.self_test && opts.replay.is_some() {
+        return Err(XtaskError::Invalid(
+            "--replay runs a saved sequence against the store as it is; the self-test's \
+             broken store is not replayed"
+                .into(),
+        ));
     }
-    // One seed for every group, so the report's seed repeats the whole run.
-    let seed = *config.seed.get_or_insert_with(random_seed);
-    announce(&config);
-    println!("suite: {} groups of checks at once", groups.len());
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for group in groups {
-        let mut config = config.clone();
-        config.only = Some(group);
-        let done = Arc::clone(&done);
-        config.progress = Some(Arc::new(move |ev: &conformance::Progress| {
-            print_progress(&done, ev)
-        }));
-        tasks.push(tokio::spawn(conformance::run(factory.clone(), config)));
+    let config = opts.config()?;
+    let seed = config.seed.unwrap_or_else(random_seed);
+    let (package, module, mut env) = match target {
+        SuiteTarget::Fake => ("store-fake", "report_busy", Vec::new()),
+        SuiteTarget::Zfs { pool, .. } => (
+            "store-zfs",
+            "real_pool",
+            vec![
+                (store_zfs::testing::POOL_ENV.to_owned(), pool.clone()),
+                (
+                    store_zfs::testing::REQUIRE_ZFS_ENV.to_owned(),
+                    "1".to_owned(),
+                ),
+            ],
+        ),
+    };
+    env.extend(knobs(&config, seed));
+    let only = if opts.self_test {
+        Some("self_test".to_owned())
+    } else if let Some(file) = &opts.replay {
+        env.push((
+            conformance::REPLAY_ENV.to_owned(),
+            file.display().to_string(),
+        ));
+        Some("sequences".to_owned())
+    } else {
+        None
+    };
+    let exe = match &opts.test_exe {
+        Some(exe) => exe.clone(),
+        None => libtest::build(runner, package).await?,
+    };
+    announce(&config, opts);
+    let run = SuiteRun {
+        exe,
+        module: module.to_owned(),
+        only,
+        threads: opts.parallel(),
+        env,
+    };
+    let mut report = run.run(runner).await?;
+    // The self-test has a seed of its own.
+    report.seed = (!opts.self_test).then_some(seed);
+    if !opts.self_test {
+        // A full run counts the self-test as one of its cases; only a self-test run is
+        // decided by its verdict.
+        report.self_test = None;
     }
-    let mut checks = Vec::new();
-    let mut backend = String::new();
-    for task in tasks {
-        let report = task
-            .await
-            .map_err(|e| XtaskError::Invalid(format!("a group of checks panicked: {e}")))?;
-        backend = report.backend;
-        checks.extend(report.checks);
-    }
-    let order = |name: &str| names.iter().position(|n| *n == name).unwrap_or(usize::MAX);
-    checks.sort_by_key(|c| order(&c.name));
-    Ok(convert(&conformance::Report {
-        backend,
-        seed,
-        checks,
-    }))
+    Ok(report)
 }
 
 /// Prints what the run will do.
-fn announce(config: &conformance::Config) {
+fn announce(config: &conformance::Config, opts: &SuiteOptions) {
+    if opts.self_test {
+        println!("suite: the self-test only (its own fixed sizes and seed)");
+        return;
+    }
     println!(
         "suite: {} sequences of up to {} steps ({} checks after each step), {} concurrency \
-         cases, load {} builds ({} at once){}",
+         cases, load {} builds ({} at once), {} checks at once",
         config.cases,
         config.max_ops,
         if config.full_check_each_step {
@@ -230,11 +224,7 @@ fn announce(config: &conformance::Config) {
         config.concurrency_cases,
         config.load_builds,
         config.load_jobs,
-        config
-            .only
-            .as_ref()
-            .map(|o| format!("; only {}", o.join(", ")))
-            .unwrap_or_default()
+        opts.parallel(),
     );
 }
 
@@ -248,106 +238,27 @@ fn random_seed() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-/// One `conformance::run` (or `replay_with`) of every selected check.
-async fn run_one<F: conformance::StoreFactory>(
-    factory: F,
-    opts: &SuiteOptions,
-    mut config: conformance::Config,
-) -> Result<SuiteReport> {
-    announce(&config);
-    let done = Arc::new(AtomicUsize::new(0));
-    config.progress = Some(Arc::new(move |ev: &conformance::Progress| {
-        print_progress(&done, ev)
-    }));
-    let report = match &opts.replay {
-        Some(file) => conformance::replay_with(factory, file.clone(), config)
-            .await
-            .map_err(|e| XtaskError::Invalid(format!("--replay {}: {e}", file.display())))?,
-        None => conformance::run(factory, config).await,
-    };
-    Ok(convert(&report))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One line per finished check, a line every tenth case of a property (so a slow lane shows
-/// it is alive), and a note when a failing case is being shrunk.
-fn print_progress(done: &AtomicUsize, ev: &conformance::Progress) {
-    match ev {
-        conformance::Progress::CheckFinished {
-            check,
-            passed,
-            took,
-        } => {
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            let verdict = if *passed { "ok" } else { "FAILED" };
-            println!(
-                "[{n:>3}] {check} ... {verdict} ({:.2} s)",
-                took.as_secs_f64()
-            );
+    #[test]
+    fn every_knob_becomes_a_variable_the_tests_read() {
+        let mut config = conformance::Config::default();
+        Budget::for_lane(Lane::Vm).apply(&mut config);
+        let env = knobs(&config, 7);
+        for (k, v) in &env {
+            assert!(k.starts_with("ZSTORE_CONFORMANCE_"), "{k}");
+            assert!(!v.is_empty());
         }
-        conformance::Progress::Case {
-            check,
-            done: d,
-            total,
-        } if *d == 1 || d % 10 == 0 || d == total => {
-            println!("      {check}: case {d}/{total}");
-        }
-        conformance::Progress::Shrinking { check } => {
-            println!("      {check}: a case failed, shrinking it");
-        }
-        _ => {}
-    }
-}
-
-fn convert(report: &conformance::Report) -> SuiteReport {
-    let cases = report
-        .checks
-        .iter()
-        .map(|c| {
-            let (status, mut message, steps) = match &c.outcome {
-                conformance::CheckOutcome::Passed => (CaseStatus::Passed, None, None),
-                conformance::CheckOutcome::Skipped(why) => {
-                    (CaseStatus::Skipped, Some(why.clone()), None)
-                }
-                conformance::CheckOutcome::Failed(f) => {
-                    let mut m = f.message.clone();
-                    if let Some(seq) = &f.sequence {
-                        m.push_str(&format!(
-                            "\nminimal failing sequence ({} steps):\n{}",
-                            seq.ops.len(),
-                            seq.script
-                        ));
-                        if let Some(p) = &seq.saved_to {
-                            m.push_str(&format!(
-                                "\nreplay: cargo xtask conformance --replay {}",
-                                p.display()
-                            ));
-                        }
-                    }
-                    (
-                        CaseStatus::Failed,
-                        Some(m),
-                        f.sequence.as_ref().map(|s| s.ops.len()),
-                    )
-                }
-            };
-            if let Some(detail) = &c.detail {
-                message = Some(match message {
-                    Some(m) => format!("{detail}\n{m}"),
-                    None => detail.clone(),
-                });
-            }
-            CaseResult {
-                name: c.name.clone(),
-                status,
-                secs: c.took.as_secs_f64(),
-                message,
-                steps,
-            }
-        })
-        .collect();
-    SuiteReport {
-        cases,
-        seed: Some(report.seed),
-        self_test: None,
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == &format!("ZSTORE_CONFORMANCE_{k}"))
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("CASES"), Some("8"));
+        assert_eq!(get("SEED"), Some("7"));
+        assert_eq!(get("QUICK_CHECKS"), Some("true"));
+        assert_eq!(get("FAULT_BUDGET_SECS"), Some("60"));
     }
 }

@@ -33,9 +33,9 @@ use crate::cli::VmOptions;
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_FAILED, EXIT_OK, Result, XtaskError};
 use crate::leaks::{self, Footprint};
-use crate::pool::{self, PoolDir};
+use crate::pool::{self};
 use crate::runner::{Cmd, Runner};
-use crate::vm::{self, BuildOptions, GUEST_CTL, GuestExit, VmSpec};
+use crate::vm::{self, GuestExit};
 
 /// `crash` options.
 #[derive(Debug, Args)]
@@ -58,15 +58,9 @@ pub struct CrashArgs {
     /// Keep the pool (and the journal) afterwards.
     #[arg(long)]
     pub keep: bool,
-    /// Size of the pool's sparse vdev file.
-    #[arg(long, default_value = "2G", value_name = "SIZE")]
-    pub size: String,
-    /// Prefix of the generated pool name [default: $ZSTORE_POOL_PREFIX or "zstore-"].
-    #[arg(long, value_name = "P")]
-    pub prefix: Option<String>,
-    /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
-    #[arg(long, value_name = "DIR")]
-    pub pool_dir: Option<PathBuf>,
+    /// The pool's file, size and name prefix.
+    #[command(flatten)]
+    pub file: crate::pool::PoolArgs,
     /// VM options (--engine vm).
     #[command(flatten)]
     pub vm: VmOptions,
@@ -208,9 +202,9 @@ async fn on_pool(
 ) -> Result<Tally> {
     let engine = engine::prepare_local(runner, choice).await?;
     eprintln!("xtask: crash: engine: {}", engine.describe());
-    let dir = PoolDir::resolve(args.pool_dir.as_deref());
-    let size = pool::parse_size(&args.size)?;
-    let name = pool::fresh_name(runner, &dir, &pool::prefix(args.prefix.as_deref())).await?;
+    let dir = args.file.dir();
+    let size = args.file.bytes()?;
+    let name = pool::fresh_name(runner, &dir, &args.file.prefix()).await?;
     let record = pool::create(runner, &dir, &name, size, &engine.kind().to_string()).await?;
     eprintln!(
         "xtask: crash: pool {name} mounted at {}",
@@ -273,21 +267,8 @@ async fn on_pool(
 
 /// Runs `crash --engine kernel` inside the OpenZFS guest, streaming its output.
 async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs, seed: u64) -> Result<u8> {
-    pool::parse_size(&args.size)?;
-    let image = vm::image::ensure(
-        runner,
-        cancel,
-        BuildOptions {
-            rebuild: args.vm.rebuild_image,
-            no_module_cache: false,
-        },
-    )
-    .await?;
-    let exe = std::env::current_exe()
-        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?;
-    let ctl = PathBuf::from(GUEST_CTL);
+    args.file.bytes()?;
     let argv: Vec<OsString> = vec![
-        ctl.join("xtask").into(),
         "crash".into(),
         "--engine".into(),
         "kernel".into(),
@@ -298,22 +279,11 @@ async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs, seed: u64) ->
         "--max-delay-ms".into(),
         args.max_delay_ms.unwrap_or(6000).to_string().into(),
         "--size".into(),
-        args.size.clone().into(),
+        args.file.size.clone().into(),
         "--prefix".into(),
-        pool::prefix(args.prefix.as_deref()).into(),
+        args.file.prefix().into(),
     ];
-    let mut spec = VmSpec::new(argv);
-    spec.files.push((exe, "xtask".into()));
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        spec.env.push(("RUST_LOG".into(), filter));
-    }
-    spec.mem_mib = args.vm.vm_mem;
-    if let Some(c) = args.vm.vm_cpus {
-        spec.cpus = c;
-    }
-    spec.timeout = Duration::from_secs(args.vm.vm_timeout);
-    spec.boot_timeout = Duration::from_secs(args.vm.vm_boot_timeout);
-    spec.verbose = args.vm.vm_verbose;
+    let (image, spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
     eprintln!(
         "xtask: crash: booting the OpenZFS guest (kernel {}, zfs {}); the parent and the child \
          both run inside it",

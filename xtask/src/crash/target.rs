@@ -73,7 +73,7 @@ impl Target {
     pub async fn open(&self) -> Result<Opened, String> {
         match self {
             Target::Zfs(ds) => {
-                let z = ZfsStore::create(ds)
+                let z = ZfsStore::open(ds)
                     .await
                     .map_err(|e| format!("opening ZfsStore on {ds}: {e}"))?;
                 Ok(Opened {

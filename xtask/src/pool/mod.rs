@@ -9,8 +9,44 @@ pub use name::{DEFAULT_PREFIX, PoolName, parse_size};
 pub use ops::{create, destroy, exists, imported, list, property, why_not_empty};
 pub use registry::{OWNER_PROPERTY, OWNER_VALUE, PoolDir, PoolRecord};
 
+use std::path::PathBuf;
+
 use crate::error::{Result, XtaskError};
 use crate::runner::Runner;
+
+/// Where and how big a created pool is: the options every command that creates a pool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PoolArgs {
+    /// Size of the created pool's sparse vdev file.
+    #[arg(long, default_value = "2G", value_name = "SIZE")]
+    pub size: String,
+    /// Prefix of the generated pool name [default: $ZSTORE_POOL_PREFIX or "zstore-"].
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Directory for pool files [default: $ZSTORE_POOL_DIR or /var/tmp/zstore-pools].
+    #[arg(long, value_name = "DIR")]
+    pub pool_dir: Option<PathBuf>,
+}
+
+impl PoolArgs {
+    /// The pool directory (`--pool-dir`, else the environment, else the default).
+    pub fn dir(&self) -> PoolDir {
+        PoolDir::resolve(self.pool_dir.as_deref())
+    }
+
+    /// The size in bytes.
+    ///
+    /// # Errors
+    /// A malformed `--size`.
+    pub fn bytes(&self) -> Result<u64> {
+        parse_size(&self.size)
+    }
+
+    /// The prefix for a generated name.
+    pub fn prefix(&self) -> String {
+        prefix(self.prefix.as_deref())
+    }
+}
 
 /// The prefix for generated names: `--prefix`, else `ZSTORE_POOL_PREFIX`, else
 /// [`DEFAULT_PREFIX`].

@@ -3,7 +3,6 @@
 //! list, no `-f` on destroy).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::{OWNER_PROPERTY, OWNER_VALUE, PoolDir, PoolName, PoolRecord};
 use crate::error::{Result, XtaskError};
@@ -108,19 +107,17 @@ pub async fn destroy(runner: &Runner, dir: &PoolDir, name: &PoolName) -> Result<
             )));
         }
         let cmd = Cmd::new("zpool").args(["destroy", "--", name.as_str()]);
-        let mut delay = Duration::from_millis(200);
+        let mut delays = store_zfs::Backoff::TEARDOWN.delays();
         loop {
             let out = runner.output(&cmd).await?;
             if out.success() {
                 break;
             }
             // zfs-fuse can report a pool busy for a moment after its datasets were unmounted.
-            if out.stderr.contains("busy") && delay < Duration::from_secs(5) {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                continue;
+            match delays.next() {
+                Some(delay) if out.stderr.contains("busy") => tokio::time::sleep(delay).await,
+                _ => return Err(failure(&cmd, &out)),
             }
-            return Err(failure(&cmd, &out));
         }
         tracing::info!(pool = %name, "pool destroyed");
     }

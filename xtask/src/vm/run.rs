@@ -59,11 +59,6 @@ pub struct VmSpec {
     pub env: Vec<(String, String)>,
     /// The command.
     pub argv: Vec<OsString>,
-    /// A second command to run beside `argv`, started at the same time (empty: none). Its
-    /// output and exit status land in `output-also` and `status-also` in the control
-    /// directory (fetch them); the guest powers off when both have ended, `argv`'s status
-    /// being the run's.
-    pub also: Vec<OsString>,
     /// Host files copied into the control directory, by name; the guest sees them under
     /// `/mnt/zstore-ctl/<name>`.
     pub files: Vec<(PathBuf, String)>,
@@ -87,7 +82,6 @@ impl VmSpec {
             pool: None,
             env: Vec::new(),
             argv,
-            also: Vec::new(),
             files: Vec::new(),
             fetch: Vec::new(),
             verbose: false,
@@ -314,12 +308,6 @@ fn write_control(ctl: &Path, spec: &VmSpec) -> Result<()> {
             )));
         }
     }
-    if !spec.also.is_empty() {
-        write(
-            "argv-also",
-            &nul_join(spec.also.iter().map(|a| a.as_encoded_bytes()))?,
-        )?;
-    }
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     write("env", &nul_join(env.iter().map(String::as_bytes))?)?;
     if let Some(share) = &spec.share {
@@ -537,13 +525,6 @@ mod tests {
             "zt-xvm"
         );
         assert!(tmp.path().join("guest-init.sh").exists());
-        assert!(!tmp.path().join("argv-also").exists(), "no second command");
-        spec.also = vec!["xtask".into(), "run-suite".into()];
-        write_control(tmp.path(), &spec).expect("write");
-        assert_eq!(
-            std::fs::read(tmp.path().join("argv-also")).expect("argv-also"),
-            b"xtask\0run-suite\0"
-        );
     }
 
     #[test]

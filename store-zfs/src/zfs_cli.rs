@@ -2,25 +2,13 @@
 //! policy, one tracing span per command and typed errors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use store_api::{CommandFailure, StoreError};
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::daemon_lock::{DaemonSerialized, LockError};
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
-
-/// The retry policy for "dataset is busy": first wait, and the cap on the total wait.
-///
-/// zfs-fuse returns from `umount` before the daemon releases the dataset, so a `destroy`,
-/// `rename` or `mount` right after an unmount often fails with EBUSY and succeeds a few
-/// milliseconds later. Only that message is retried; an unmount refused because a process
-/// really uses the mount ("target is busy" on zfs-fuse, "cannot unmount …: pool or dataset
-/// is busy" on OpenZFS) is not, because waiting would not help and forcing it can wedge
-/// zfs-fuse.
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-/// See [`FIRST_BACKOFF`].
-pub const TOTAL_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether stderr says the dataset was transiently busy (the only case that is retried).
 ///
@@ -111,8 +99,7 @@ impl Zfs {
     pub async fn output(&self, cmd: &Cmd) -> Result<CmdOutput, StoreError> {
         let span = tracing::debug_span!("zfs_command", command = %cmd);
         async {
-            let mut delay = FIRST_BACKOFF;
-            let mut waited = Duration::ZERO;
+            let mut delays = Backoff::STORE.delays();
             loop {
                 let out = self.runner.run(cmd).await.map_err(|e| match e {
                     RunError::Spawn { program, source } => StoreError::Command(CommandFailure {
@@ -138,14 +125,16 @@ impl Zfs {
                         stderr: e.to_string(),
                     }),
                 })?;
-                if out.success() || !is_transient_busy(&out.stderr) || waited >= TOTAL_BACKOFF {
+                let delay = match out.success() || !is_transient_busy(&out.stderr) {
+                    true => None,
+                    false => delays.next(),
+                };
+                let Some(delay) = delay else {
                     tracing::debug!(status = ?out.status, stderr = %out.stderr.trim_end(), "done");
                     return Ok(out);
-                }
+                };
                 tracing::debug!(?delay, stderr = %out.stderr.trim_end(), "busy, retrying");
                 tokio::time::sleep(delay).await;
-                waited += delay;
-                delay = (delay * 2).min(TOTAL_BACKOFF.saturating_sub(waited).max(FIRST_BACKOFF));
             }
         }
         .instrument(span)

@@ -1,25 +1,25 @@
-//! Deliberately broken stores: the fake wrapped so that it breaks one point of the contract
-//! each, the way real backends have. The suite must fail every one of them.
+//! Stores broken on purpose, for testing the suite itself: [`BrokenFactory`] wraps the stores
+//! of any factory so that they break one point of the contract each ([`Defect`]), the way real
+//! backends have. The suite must fail every one of them; [`self_test`](crate::self_test) is
+//! the quick proof a backend's own tests (and `cargo xtask conformance
+//! --self-test-broken-store`) run on real storage.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::factory::{Capabilities, FactoryError, StoreFactory};
 use async_trait::async_trait;
-use conformance::{Capabilities, FactoryError, StoreFactory};
 use store_api::{
     BuildError, BuildFn, BuildFnError, CacheCopy, CacheLease, CacheName, DeleteCacheError, Id,
     ReleaseOutcome, Store, StoreError, User,
 };
-use store_fake::BusyPolicy;
-
-use super::{FakeFactory, FakeStorage};
-
 /// The defects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Defect {
     /// A release that lost the race is published anyway (last writer wins).
     PublishesStaleRelease,
@@ -29,7 +29,8 @@ pub enum Defect {
     KeepsFailedBuild,
     /// Deleting a result deletes everything built on it (`destroy -R`).
     DeleteTakesChildren,
-    /// Declares `may_return_busy` but lets delete win.
+    /// Declares `may_return_busy` but lets delete win (wrap a factory whose stores let delete
+    /// win: the wrapper only changes what it declares).
     NeverBusyWhileClaimingItMay,
     /// Result paths are writable and later builds are cloned from them.
     WritableResultFeedsLaterBuilds,
@@ -50,7 +51,7 @@ pub enum Defect {
 }
 
 /// State a broken wrapper keeps across reopen (it lives with the storage).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     last_built: Mutex<Option<Id>>,
     children: Mutex<BTreeMap<Id, BTreeSet<Id>>>,
@@ -60,25 +61,35 @@ struct Shared {
     copies_out: Mutex<BTreeMap<CacheName, usize>>,
 }
 
-pub struct BrokenFactory {
-    pub defect: Defect,
-    fake: FakeFactory,
+/// Opens the stores of `F`, each wrapped so that it has one [`Defect`]. Everything else
+/// (storage, reopen, listing, teardown and its leak check) is `F`'s.
+pub struct BrokenFactory<F> {
+    defect: Defect,
+    inner: F,
+    pub(crate) opened: Arc<AtomicUsize>,
 }
 
-impl BrokenFactory {
-    pub fn new(defect: Defect) -> Self {
-        let policy = if defect == Defect::NeverBusyWhileClaimingItMay {
-            BusyPolicy::DeleteWins
-        } else {
-            BusyPolicy::ReportBusy
-        };
+impl<F: StoreFactory> BrokenFactory<F> {
+    /// The stores `inner` opens, broken by `defect`.
+    pub fn new(inner: F, defect: Defect) -> Self {
         Self {
             defect,
-            fake: FakeFactory::new(policy),
+            inner,
+            opened: Arc::default(),
         }
     }
 
-    fn wrap(&self, inner: Arc<dyn Store>, storage: &BrokenStorage) -> Arc<dyn Store> {
+    /// The defect.
+    pub fn defect(&self) -> Defect {
+        self.defect
+    }
+
+    /// How many fresh stores were opened so far (one per case run, shrinking included).
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    fn wrap(&self, inner: Arc<dyn Store>, storage: &BrokenStorage<F::Storage>) -> Arc<dyn Store> {
         Arc::new(Broken {
             defect: self.defect,
             inner,
@@ -88,22 +99,27 @@ impl BrokenFactory {
     }
 }
 
-pub struct BrokenStorage {
-    fake: FakeStorage,
+/// The inner factory's storage, and what the broken wrapper keeps across reopen.
+pub struct BrokenStorage<S> {
+    inner: S,
     shared: Arc<Shared>,
     scratch: tempfile::TempDir,
 }
 
 #[async_trait]
-impl StoreFactory for BrokenFactory {
-    type Storage = BrokenStorage;
+impl<F: StoreFactory> StoreFactory for BrokenFactory<F> {
+    type Storage = BrokenStorage<F::Storage>;
 
     fn name(&self) -> String {
-        format!("broken-{:?}", self.defect)
+        format!("{}-broken-{:?}", self.inner.name(), self.defect)
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.inner.unavailable()
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = self.fake.capabilities();
+        let mut caps = self.inner.capabilities();
         // The wrappers model defects of the API, not of steps: no fault hook.
         caps.fault_injection = false;
         if self.defect == Defect::NeverBusyWhileClaimingItMay {
@@ -112,33 +128,35 @@ impl StoreFactory for BrokenFactory {
         caps
     }
 
-    async fn fresh(&self) -> Result<(Arc<dyn Store>, BrokenStorage), FactoryError> {
-        let (inner, fake) = self.fake.fresh().await?;
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, Self::Storage), FactoryError> {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let (store, inner) = self.inner.fresh().await?;
         let storage = BrokenStorage {
-            fake,
+            inner,
             shared: Arc::default(),
             scratch: tempfile::tempdir()?,
         };
-        Ok((self.wrap(inner, &storage), storage))
+        Ok((self.wrap(store, &storage), storage))
     }
 
-    async fn reopen(&self, storage: &BrokenStorage) -> Result<Arc<dyn Store>, FactoryError> {
-        let inner = self.fake.reopen(&storage.fake).await?;
-        Ok(self.wrap(inner, storage))
+    async fn reopen(&self, storage: &Self::Storage) -> Result<Arc<dyn Store>, FactoryError> {
+        let store = self.inner.reopen(&storage.inner).await?;
+        Ok(self.wrap(store, storage))
     }
 
     async fn list_storage(
         &self,
-        storage: &BrokenStorage,
+        storage: &Self::Storage,
     ) -> Result<Option<Vec<String>>, FactoryError> {
-        self.fake.list_storage(&storage.fake).await
+        self.inner.list_storage(&storage.inner).await
     }
 
-    async fn teardown(&self, storage: BrokenStorage) -> Result<(), FactoryError> {
-        self.fake.teardown(storage.fake).await
+    async fn teardown(&self, storage: Self::Storage) -> Result<(), FactoryError> {
+        self.inner.teardown(storage.inner).await
     }
 }
 
+#[derive(Debug)]
 struct Broken {
     defect: Defect,
     inner: Arc<dyn Store>,
@@ -157,7 +175,8 @@ impl Broken {
 
     fn inner_name(&self, name: &CacheName) -> CacheName {
         if self.defect == Defect::LossyCacheNameEscaping {
-            CacheName::new(name.as_str().replace("%2f", "/")).expect("still valid")
+            // Still a valid name: it only gets shorter and gains no NUL.
+            CacheName::new(name.as_str().replace("%2f", "/")).unwrap_or_else(|_| name.clone())
         } else {
             name.clone()
         }
@@ -218,8 +237,10 @@ impl Store for Broken {
                 let fut = f(dir.clone());
                 Box::pin(async move {
                     let r = fut.await;
-                    if r.is_err() && defect == Defect::KeepsFailedBuild {
-                        let keep = tempfile::tempdir().expect("tempdir");
+                    if r.is_err()
+                        && defect == Defect::KeepsFailedBuild
+                        && let Ok(keep) = tempfile::tempdir()
+                    {
                         let _ = copy_dir(&dir, keep.path());
                         *lock(&failed_copy) = Some(keep);
                     }
@@ -445,7 +466,9 @@ impl BrokenCopy {
 impl CacheCopy for BrokenCopy {
     async fn release(mut self: Box<Self>) -> Result<ReleaseOutcome, StoreError> {
         self.count_down();
-        let lease = self.inner.take().expect("released once");
+        let Some(lease) = self.inner.take() else {
+            return Ok(ReleaseOutcome::Discarded);
+        };
         let saved = tempfile::tempdir().map_err(|e| StoreError::io("tempdir", "/tmp", e))?;
         let _ = copy_dir(lease.path(), saved.path());
         let outcome = lease.release().await?;
