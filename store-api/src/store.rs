@@ -188,84 +188,50 @@ pub trait StoreExt: Store {
 
 impl<S: Store + ?Sized> StoreExt for S {}
 
-/// Forwards every method to the shared store, so that code generic over `S: Store` also
-/// takes an `Arc<S>` or an `Arc<dyn Store>`.
-#[async_trait]
-impl<S: Store + ?Sized> Store for Arc<S> {
-    fn root(&self) -> &Path {
-        (**self).root()
-    }
-    fn state_dir(&self) -> &Path {
-        (**self).state_dir()
-    }
-    async fn build_dyn(
-        &self,
-        base: Option<&Id>,
-        id: &Id,
-        f: BuildFn<'_>,
-    ) -> Result<(), BuildError<BuildFnError>> {
-        (**self).build_dyn(base, id, f).await
-    }
-    async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
-        (**self).result(id).await
-    }
-    async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
-        (**self).log_file(id).await
-    }
-    async fn delete(&self, id: &Id) -> Result<(), StoreError> {
-        (**self).delete(id).await
-    }
-    async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
-        (**self).cache(user, name).await
-    }
-    async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
-        (**self).delete_cache(name).await
-    }
-    async fn complete_deletes(&self) -> Result<(), StoreError> {
-        (**self).complete_deletes().await
-    }
-    async fn df(&self) -> Result<f64, StoreError> {
-        (**self).df().await
-    }
+/// `impl Store for $ptr<S>`, every method forwarded to the pointee.
+macro_rules! forward_store {
+    ($ptr:ident, $what:literal) => {
+        #[doc = concat!("Forwards every method to the ", $what, " store, so that code generic over `S: Store` also takes a `", stringify!($ptr), "<S>` or a `", stringify!($ptr), "<dyn Store>`.")]
+        #[async_trait]
+        impl<S: Store + ?Sized> Store for $ptr<S> {
+            fn root(&self) -> &Path {
+                (**self).root()
+            }
+            fn state_dir(&self) -> &Path {
+                (**self).state_dir()
+            }
+            async fn build_dyn(
+                &self,
+                base: Option<&Id>,
+                id: &Id,
+                f: BuildFn<'_>,
+            ) -> Result<(), BuildError<BuildFnError>> {
+                (**self).build_dyn(base, id, f).await
+            }
+            async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+                (**self).result(id).await
+            }
+            async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+                (**self).log_file(id).await
+            }
+            async fn delete(&self, id: &Id) -> Result<(), StoreError> {
+                (**self).delete(id).await
+            }
+            async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
+                (**self).cache(user, name).await
+            }
+            async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
+                (**self).delete_cache(name).await
+            }
+            async fn complete_deletes(&self) -> Result<(), StoreError> {
+                (**self).complete_deletes().await
+            }
+            async fn df(&self) -> Result<f64, StoreError> {
+                (**self).df().await
+            }
+        }
+    };
 }
 
-/// Forwards every method to the boxed store, so that code generic over `S: Store` also
-/// takes a `Box<S>` or a `Box<dyn Store>`.
-#[async_trait]
-impl<S: Store + ?Sized> Store for Box<S> {
-    fn root(&self) -> &Path {
-        (**self).root()
-    }
-    fn state_dir(&self) -> &Path {
-        (**self).state_dir()
-    }
-    async fn build_dyn(
-        &self,
-        base: Option<&Id>,
-        id: &Id,
-        f: BuildFn<'_>,
-    ) -> Result<(), BuildError<BuildFnError>> {
-        (**self).build_dyn(base, id, f).await
-    }
-    async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
-        (**self).result(id).await
-    }
-    async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
-        (**self).log_file(id).await
-    }
-    async fn delete(&self, id: &Id) -> Result<(), StoreError> {
-        (**self).delete(id).await
-    }
-    async fn cache(&self, user: User, name: &CacheName) -> Result<CacheLease, StoreError> {
-        (**self).cache(user, name).await
-    }
-    async fn delete_cache(&self, name: &CacheName) -> Result<(), DeleteCacheError> {
-        (**self).delete_cache(name).await
-    }
-    async fn complete_deletes(&self) -> Result<(), StoreError> {
-        (**self).complete_deletes().await
-    }
-    async fn df(&self) -> Result<f64, StoreError> {
-        (**self).df().await
-    }
-}
+forward_store!(Arc, "shared");
+forward_store!(Box, "boxed");

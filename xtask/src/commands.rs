@@ -1,9 +1,7 @@
 //! Operator subcommands: `pool`, `vm` and `engines`.
 
-use std::time::Duration;
-
 use crate::cancel::Cancel;
-use crate::cli::{PoolCommand, VmCommand, VmOptions};
+use crate::cli::{PoolCommand, VmCommand};
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_OK, EXIT_TIMEOUT, EXIT_VM_FAILED, Result, XtaskError};
 use crate::pool::{self, PoolDir};
@@ -149,7 +147,7 @@ pub async fn vm(runner: &Runner, cancel: &Cancel, cmd: VmCommand) -> Result<u8> 
             )
             .await?;
             let mut spec = VmSpec::new(command);
-            apply(&mut spec, &opts);
+            vm::apply_options(&mut spec, &opts);
             spec.share = share
                 .map(|s| {
                     std::fs::canonicalize(&s).map_err(|e| XtaskError::io("resolving --share", s, e))
@@ -200,16 +198,6 @@ pub async fn vm(runner: &Runner, cancel: &Cancel, cmd: VmCommand) -> Result<u8> 
             })
         }
     }
-}
-
-fn apply(spec: &mut VmSpec, opts: &VmOptions) {
-    spec.mem_mib = opts.vm_mem;
-    if let Some(c) = opts.vm_cpus {
-        spec.cpus = c;
-    }
-    spec.timeout = Duration::from_secs(opts.vm_timeout);
-    spec.boot_timeout = Duration::from_secs(opts.vm_boot_timeout);
-    spec.verbose = opts.vm_verbose;
 }
 
 /// `cargo xtask engines`: what this machine offers.

@@ -203,10 +203,10 @@ async fn local_zfs(
 ) -> Result<ZfsBench> {
     let engine = engine::prepare_local(runner, choice).await?;
     eprintln!("xtask: bench: engine: {}", engine.describe());
-    let dir = z.file.dir();
-    let size = z.file.bytes()?;
-    let name = pool::fresh_name(runner, &dir, &z.file.prefix()).await?;
-    let record = pool::create(runner, &dir, &name, size, &engine.kind().to_string()).await?;
+    let (dir, name, record) = z
+        .file
+        .create_fresh(runner, &engine.kind().to_string())
+        .await?;
     eprintln!(
         "xtask: bench: pool {name} mounted at {}",
         record.mountpoint.display()
@@ -238,11 +238,8 @@ async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<Zf
         "kernel".into(),
         "--report".into(),
         ctl.join("report.json").into(),
-        "--size".into(),
-        z.file.size.clone().into(),
-        "--prefix".into(),
-        z.file.prefix().into(),
     ];
+    argv.extend(z.file.guest_args());
     if z.quick {
         argv.push("--quick".into());
     }

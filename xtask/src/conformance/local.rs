@@ -10,7 +10,7 @@ use crate::cli::SuiteArgs;
 use crate::engine::{self, EngineChoice, LocalEngine};
 use crate::error::{Result, XtaskError};
 use crate::leaks::{self, Footprint};
-use crate::pool::{self, PoolDir, PoolName, PoolRecord};
+use crate::pool::{self, PoolName};
 use crate::runner::Runner;
 use store_zfs::Engine;
 
@@ -123,8 +123,12 @@ async fn with_pool(
             Ok(mnt) => (name.clone(), mnt, None),
             Err(e) => return (error_outcome(e), Some(name.to_string())),
         },
-        None => match new_pool(runner, &dir, engine, args).await {
-            Ok((name, rec)) => {
+        None => match args
+            .file
+            .create_fresh(runner, &engine.kind().to_string())
+            .await
+        {
+            Ok((_, name, rec)) => {
                 fp.pools.push(rec.name.clone());
                 fp.files
                     .extend([rec.vdev.clone(), dir.root().join(format!("{name}.json"))]);
@@ -163,18 +167,6 @@ async fn with_pool(
         }
     }
     (outcome, Some(name.to_string()))
-}
-
-async fn new_pool(
-    runner: &Runner,
-    dir: &PoolDir,
-    engine: &LocalEngine,
-    args: &SuiteArgs,
-) -> Result<(PoolName, PoolRecord)> {
-    let size = args.file.bytes()?;
-    let name = pool::fresh_name(runner, dir, &args.file.prefix()).await?;
-    let record = pool::create(runner, dir, &name, size, &engine.kind().to_string()).await?;
-    Ok((name, record))
 }
 
 /// Checks an operator-given pool: it must exist and (unless allowed) hold nothing.

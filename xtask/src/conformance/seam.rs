@@ -1,5 +1,5 @@
 //! THE one place where xtask runs the conformance suite: as the backend crate's own
-//! `tests/conformance.rs` ([`libtest`](super::libtest)), sized for the lane.
+//! `tests/conformance.rs` (see [`super::libtest`]), sized for the lane.
 //!
 //! [`run_suite`] picks the executable and module for the target (`store-fake`'s
 //! `report_busy` tests for [`SuiteTarget::Fake`], `store-zfs`'s `real_pool` tests on the

@@ -54,11 +54,8 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         "kernel".into(),
         "--report".into(),
         ctl.join("report.json").into(),
-        "--size".into(),
-        s.file.size.clone().into(),
-        "--prefix".into(),
-        s.file.prefix().into(),
     ];
+    argv.extend(s.file.guest_args());
     // The guest's engine is `kernel`; its suite is sized for the VM lane.
     argv.extend(["--lane".into(), "vm".into()]);
     if let Some(n) = s.cases {

@@ -202,10 +202,10 @@ async fn on_pool(
 ) -> Result<Tally> {
     let engine = engine::prepare_local(runner, choice).await?;
     eprintln!("xtask: crash: engine: {}", engine.describe());
-    let dir = args.file.dir();
-    let size = args.file.bytes()?;
-    let name = pool::fresh_name(runner, &dir, &args.file.prefix()).await?;
-    let record = pool::create(runner, &dir, &name, size, &engine.kind().to_string()).await?;
+    let (dir, name, record) = args
+        .file
+        .create_fresh(runner, &engine.kind().to_string())
+        .await?;
     eprintln!(
         "xtask: crash: pool {name} mounted at {}",
         record.mountpoint.display()
@@ -268,7 +268,7 @@ async fn on_pool(
 /// Runs `crash --engine kernel` inside the OpenZFS guest, streaming its output.
 async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs, seed: u64) -> Result<u8> {
     args.file.bytes()?;
-    let argv: Vec<OsString> = vec![
+    let mut argv: Vec<OsString> = vec![
         "crash".into(),
         "--engine".into(),
         "kernel".into(),
@@ -278,11 +278,8 @@ async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs, seed: u64) ->
         seed.to_string().into(),
         "--max-delay-ms".into(),
         args.max_delay_ms.unwrap_or(6000).to_string().into(),
-        "--size".into(),
-        args.file.size.clone().into(),
-        "--prefix".into(),
-        args.file.prefix().into(),
     ];
+    argv.extend(args.file.guest_args());
     let (image, spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
     eprintln!(
         "xtask: crash: booting the OpenZFS guest (kernel {}, zfs {}); the parent and the child \

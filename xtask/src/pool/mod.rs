@@ -46,6 +46,34 @@ impl PoolArgs {
     pub fn prefix(&self) -> String {
         prefix(self.prefix.as_deref())
     }
+
+    /// The same options for an xtask run in the guest (`--size S --prefix P`; the guest has
+    /// its own pool directory).
+    pub fn guest_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--size".into(),
+            self.size.clone().into(),
+            "--prefix".into(),
+            self.prefix().into(),
+        ]
+    }
+
+    /// Creates a pool with a fresh name under these options, recording `engine` (as
+    /// described to humans) in its record.
+    ///
+    /// # Errors
+    /// A malformed size, no free name, or the pool cannot be made.
+    pub async fn create_fresh(
+        &self,
+        runner: &Runner,
+        engine: &str,
+    ) -> Result<(PoolDir, PoolName, PoolRecord)> {
+        let dir = self.dir();
+        let size = self.bytes()?;
+        let name = fresh_name(runner, &dir, &self.prefix()).await?;
+        let record = create(runner, &dir, &name, size, engine).await?;
+        Ok((dir, name, record))
+    }
 }
 
 /// The prefix for generated names: `--prefix`, else `ZSTORE_POOL_PREFIX`, else

@@ -51,6 +51,12 @@ pub async fn guest_xtask(
     if let Ok(filter) = std::env::var("RUST_LOG") {
         spec.env.push(("RUST_LOG".into(), filter));
     }
+    apply_options(&mut spec, vm);
+    Ok((image, spec))
+}
+
+/// Sets the `--vm-*` options (memory, CPUs, time limits, verbosity) on `spec`.
+pub fn apply_options(spec: &mut VmSpec, vm: &VmOptions) {
     spec.mem_mib = vm.vm_mem;
     if let Some(c) = vm.vm_cpus {
         spec.cpus = c;
@@ -58,5 +64,4 @@ pub async fn guest_xtask(
     spec.timeout = Duration::from_secs(vm.vm_timeout);
     spec.boot_timeout = Duration::from_secs(vm.vm_boot_timeout);
     spec.verbose = vm.vm_verbose;
-    Ok((image, spec))
 }
