@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::{cname, id, open_with, pool, read};
 use store_api::{Store, StoreExt, User};
@@ -147,7 +146,8 @@ async fn check_store(store: &ZfsStore, n: usize) {
     let f = lease.path().join("f");
     assert!(!f.exists() || read(&f) == "n1", "N={n}");
     drop(lease);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The dropped copy is destroyed in the background.
+    store.wait_idle().await;
 }
 
 async fn check_leftovers(env: &Env, root: &str, n: usize) {

@@ -186,7 +186,7 @@ async fn results_are_read_only() {
         read(store.log_file(&a).await.expect("log").with_file_name("f")),
         "a"
     );
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    store.wait_idle().await;
 }
 
 /// OBuilder keeps a read-only duplicate of the log open until after `build` returns: the
