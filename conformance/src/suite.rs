@@ -335,9 +335,12 @@ pub fn __run_check_in_test<F: StoreFactory>(factory: F, check: &str) {
     if let Some(only) = &config.only
         && !only.iter().any(|o| o == check)
     {
-        uncaptured(&format!(
-            "conformance: {check} on {}: SKIPPED in 0.00 s -- not selected by ZSTORE_CONFORMANCE_ONLY",
-            factory.name()
+        uncaptured(&summary(
+            check,
+            &factory.name(),
+            "SKIPPED",
+            0.0,
+            Some("not selected by ZSTORE_CONFORMANCE_ONLY".into()),
         ));
         return;
     }
@@ -371,18 +374,17 @@ pub const REPLAY_ENV: &str = "ZSTORE_CONFORMANCE_REPLAY";
 pub fn __run_self_test_in_test<F: StoreFactory>(factory: F) {
     let backend = factory.name();
     if let Some(why) = factory.unavailable() {
-        uncaptured(&format!(
-            "conformance: self_test on {backend}: SKIPPED in 0.00 s -- {why}"
-        ));
+        uncaptured(&summary("self_test", &backend, "SKIPPED", 0.0, Some(why)));
         return;
     }
     let started = Instant::now();
     let verdict = test_runtime().block_on(crate::self_test(factory, crate::self_test_config()));
-    uncaptured(&format!(
-        "conformance: self_test on {backend}: {} in {:.2} s -- {}",
+    uncaptured(&summary(
+        "self_test",
+        &backend,
         if verdict.caught { "passed" } else { "FAILED" },
         started.elapsed().as_secs_f64(),
-        verdict.explanation
+        Some(verdict.explanation.clone()),
     ));
     assert!(
         verdict.caught,
@@ -398,10 +400,9 @@ fn test_runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"))
 }
 
-/// `conformance: <check> on <backend>: passed in 1.23 s[ -- detail]`: one line, whatever
-/// the outcome (a failure's first line, and its minimal sequence's length, as the detail).
+/// The line for one check's report: its outcome, a failure's first line and its minimal
+/// sequence's length, and the check's detail.
 fn summary_line(c: &CheckReport, backend: &str) -> String {
-    let secs = c.took.as_secs_f64();
     let (verdict, why) = match &c.outcome {
         CheckOutcome::Passed => ("passed", None),
         CheckOutcome::Skipped(why) => ("SKIPPED", Some(why.clone())),
@@ -415,13 +416,18 @@ fn summary_line(c: &CheckReport, backend: &str) -> String {
         }
     };
     let detail: Vec<String> = why.into_iter().chain(c.detail.clone()).collect();
-    let mut line = format!(
-        "conformance: {} on {backend}: {verdict} in {secs:.2} s",
-        c.name
-    );
-    if !detail.is_empty() {
+    let detail = (!detail.is_empty()).then(|| detail.join("; "));
+    summary(&c.name, backend, verdict, c.took.as_secs_f64(), detail)
+}
+
+/// `conformance: <check> on <backend>: <passed|FAILED|SKIPPED> in 1.23 s[ -- detail]`: the
+/// one format of the line every generated test prints (`cargo xtask conformance` reads its
+/// table off it).
+fn summary(check: &str, backend: &str, verdict: &str, secs: f64, detail: Option<String>) -> String {
+    let mut line = format!("conformance: {check} on {backend}: {verdict} in {secs:.2} s");
+    if let Some(detail) = detail {
         line.push_str(" -- ");
-        line.push_str(&detail.join("; "));
+        line.push_str(&detail);
     }
     line
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use store_api::StoreError;
 
-use crate::layout::{DELETED_PROPERTY, RESULT_SNAP};
+use crate::layout::{DELETED_PROPERTY, RESULT_SNAP, is_within};
 use crate::mounts::{self, Mount};
 use crate::runner::Runner;
 use crate::store::ZfsStore;
@@ -95,11 +95,6 @@ impl Row {
     fn parse(line: &str) -> Option<Self> {
         Self::from_columns(line.split('\t').map(str::to_owned).collect())
     }
-}
-
-/// Whether dataset `d` is `ds` or below it.
-fn within(d: &str, ds: &str) -> bool {
-    d == ds || d.strip_prefix(ds).is_some_and(|r| r.starts_with('/'))
 }
 
 /// The ids of the live results on the pool: `<root>/result/<leaf>` with `@snap`, not marked
@@ -222,7 +217,7 @@ fn audit(root: &str, rows: &[Row], mounts: &BTreeMap<String, Mount>) -> Vec<Stri
         }
     }
     for (ds, m) in mounts {
-        if !within(ds, root) {
+        if !is_within(ds, root) {
             continue;
         }
         let row = rows.iter().find(|r| r.name == *ds);
@@ -377,6 +372,7 @@ mod tests {
 
     #[test]
     fn within_is_the_dataset_or_below() {
-        assert!(within("p/c/x", "p/c") && within("p/c", "p/c") && !within("p/cc", "p/c"));
+        assert!(is_within("p/c/x", "p/c") && is_within("p/c", "p/c") && !is_within("p/cc", "p/c"));
+        assert!(!is_within("p/c@s", "p/c"));
     }
 }

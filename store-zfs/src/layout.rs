@@ -101,6 +101,13 @@ impl Layout {
     }
 }
 
+/// Whether dataset `d` is `ds` itself or a dataset below it (`ds/...`; not `dsx`, and not a
+/// snapshot).
+pub fn is_within(d: &str, ds: &str) -> bool {
+    d.strip_prefix(ds)
+        .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+}
+
 /// The result dataset leaf for the `n`-th dataset of `id`: `<id>` for 0, else `<id>:<n>`.
 /// (`:` never occurs in an id, so the id is always recoverable.)
 pub fn result_leaf(id: &Id, n: u64) -> String {

@@ -20,8 +20,10 @@ use store_api::Store;
 
 use crate::daemon_lock::DaemonSerialized;
 use crate::engine::Engine;
+use crate::layout::is_within;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner, SystemRunner};
 use crate::store::{ZfsOptions, ZfsStore};
+use crate::zfs_cli::Zfs;
 use crate::{Backoff, check_layout, is_mount_in_use, is_transient_busy, mounts};
 
 /// How long teardown waits for a store's background work (cleanups of cancelled builds and
@@ -183,30 +185,10 @@ impl ZfsFactory {
         Ok(store)
     }
 
-    async fn run(&self, args: &[&str]) -> Result<CmdOutput, FactoryError> {
-        let cmd = Cmd::zfs(args.iter().copied());
-        tracing::debug!(argv = %cmd, "conformance factory");
-        let out = self
-            .runner
-            .run(&cmd)
-            .await
-            .map_err(|e| format!("`{cmd}`: {e}"))?;
-        Ok(out)
-    }
-
-    async fn check(&self, args: &[&str]) -> Result<String, FactoryError> {
-        let out = self.run(args).await?;
-        if out.success() {
-            Ok(out.stdout)
-        } else {
-            Err(format!(
-                "`zfs {}` failed (exit {:?}): {}",
-                args.join(" "),
-                out.status,
-                out.stderr.trim()
-            )
-            .into())
-        }
+    /// The factory's own commands go through the store's command layer (one retry policy,
+    /// typed errors), on the factory's runner.
+    fn zfs(&self) -> Zfs {
+        Zfs::new(Arc::clone(&self.runner))
     }
 
     /// Creates a new, unused child dataset of the pool.
@@ -214,7 +196,7 @@ impl ZfsFactory {
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let ds = format!("{}/case-{n}", self.pool);
-            let out = self.run(&["create", "--", &ds]).await?;
+            let out = self.zfs().output(&Cmd::zfs(["create", "--", &ds])).await?;
             if out.success() {
                 return Ok(ds);
             }
@@ -234,25 +216,21 @@ impl ZfsFactory {
     async fn destroy(&self, ds: &str) -> Result<(), FactoryError> {
         let mut delays = Backoff::TEARDOWN.delays();
         loop {
-            let table = self
-                .runner
-                .mount_table()
-                .await
-                .map_err(|e| format!("reading the mount table: {e}"))?;
-            let mut mounted: Vec<String> = mounts::parse(&table)
+            let zfs = self.zfs();
+            let mut mounted: Vec<String> = mounts::parse(&zfs.mount_table().await?)
                 .into_keys()
-                .filter(|d| d == ds || d.strip_prefix(ds).is_some_and(|r| r.starts_with('/')))
+                .filter(|d| is_within(d, ds))
                 .collect();
             mounted.sort_by_key(|d| std::cmp::Reverse(d.len()));
             let mut last = None;
             for d in &mounted {
-                let out = self.run(&["unmount", "--", d]).await?;
+                let out = zfs.output(&Cmd::zfs(["unmount", "--", d])).await?;
                 if !out.success() && !out.stderr.contains("not currently mounted") {
                     last = Some(format!("`zfs unmount -- {d}`: {}", out.stderr.trim()));
                 }
             }
             if last.is_none() {
-                let out = self.run(&["destroy", "-r", "--", ds]).await?;
+                let out = zfs.output(&Cmd::zfs(["destroy", "-r", "--", ds])).await?;
                 if out.success() || out.stderr.contains("does not exist") {
                     return Ok(());
                 }
@@ -351,22 +329,10 @@ impl StoreFactory for ZfsFactory {
             idle(store).await?;
             case.set_last(store.clone());
         }
-        let listing = self
-            .check(&[
-                "list",
-                "-H",
-                "-r",
-                "-t",
-                "all",
-                "-o",
-                "name",
-                "--",
-                &case.dataset,
-            ])
-            .await?;
-        let mut names: Vec<String> = listing
-            .lines()
-            .filter_map(|n| n.strip_prefix(case.dataset.as_str()))
+        let rows = self.zfs().list_tree(&[&case.dataset], &["name"]).await?;
+        let mut names: Vec<String> = rows
+            .iter()
+            .filter_map(|row| row.first()?.strip_prefix(case.dataset.as_str()))
             .map(str::to_owned)
             .collect();
         names.sort();

@@ -18,6 +18,7 @@ use crate::backoff::Backoff;
 use crate::daemon_lock::{DaemonLock, talks_to_daemon};
 use crate::engine::Engine;
 pub use crate::fake_zfs::FakeZfs;
+use crate::layout::is_within;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
 #[cfg(feature = "testing")]
@@ -221,7 +222,7 @@ impl TestPool {
         let mut mounted: Vec<String> = self
             .mounted()
             .into_iter()
-            .filter(|d| d == ds || d.starts_with(&format!("{ds}/")))
+            .filter(|d| is_within(d, ds))
             .collect();
         mounted.sort_by_key(|d| std::cmp::Reverse(d.len()));
         for d in mounted {
@@ -243,10 +244,9 @@ impl TestPool {
     /// The mounted filesystems of this pool, from `/proc/mounts`.
     pub fn mounted(&self) -> Vec<String> {
         let table = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let prefix = format!("{}/", self.name);
         crate::mounts::parse(&table)
             .into_keys()
-            .filter(|d| *d == self.name || d.starts_with(&prefix))
+            .filter(|d| is_within(d, &self.name))
             .collect()
     }
 }

@@ -26,18 +26,25 @@ const NOT_IN_GUEST: [(&str, &str); 1] = [(
      fake",
 )];
 
-/// Builds store-zfs's integration tests (`tests/*.rs`, not the unit tests) and returns their
-/// executables, named by test target: the conformance suite's first (what the VM lane runs as
-/// its suite), then the others, except those in [`NOT_IN_GUEST`].
-pub async fn build(runner: &Runner) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
-    let mut found = libtest::build_tests(runner, "store-zfs", &["--tests"]).await?;
+/// Builds store-zfs's conformance suite (what the VM lane runs as its suite) and, with
+/// `others`, its other integration tests (`tests/*.rs`, not the unit tests); returns the
+/// suite's executable and the others', named by test target, except those in
+/// [`NOT_IN_GUEST`].
+pub async fn build(runner: &Runner, others: bool) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+    let selection: &[&str] = match others {
+        true => &["--tests"],
+        false => &["--test", libtest::TEST_TARGET],
+    };
+    let mut found = libtest::build_tests(runner, "store-zfs", selection).await?;
     let suite = found
         .iter()
         .position(|(name, _)| name == libtest::TEST_TARGET)
         .map(|i| found.remove(i).1)
         .ok_or_else(|| XtaskError::Invalid("cargo built no store-zfs conformance test".into()))?;
-    for (name, why) in NOT_IN_GUEST {
-        eprintln!("xtask: not run in the guest: store-zfs test {name}: {why}");
+    if others {
+        for (name, why) in NOT_IN_GUEST {
+            eprintln!("xtask: not run in the guest: store-zfs test {name}: {why}");
+        }
     }
     found.retain(|(name, _)| !NOT_IN_GUEST.iter().any(|(n, _)| n == name));
     Ok((suite, found))

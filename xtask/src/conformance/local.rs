@@ -145,8 +145,6 @@ async fn with_pool(
     }
     let target = SuiteTarget::Zfs {
         pool: name.to_string(),
-        mountpoint,
-        kind: engine.kind(),
     };
     let outcome = if cancel.is_cancelled() {
         error_outcome(XtaskError::Interrupted)

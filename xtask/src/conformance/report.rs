@@ -29,11 +29,9 @@ pub struct CaseResult {
     pub status: CaseStatus,
     /// How long it took.
     pub secs: f64,
-    /// Why it failed or was skipped.
+    /// Why it failed or was skipped (a failed property check's includes the length of its
+    /// minimal failing sequence), or its detail.
     pub message: Option<String>,
-    /// For a failed property check: how many steps its minimal failing sequence has.
-    #[serde(default)]
-    pub steps: Option<usize>,
 }
 
 /// What the suite reported.
@@ -239,7 +237,6 @@ mod tests {
             },
             secs: 0.1,
             message: None,
-            steps: None,
         }
     }
 

@@ -15,7 +15,6 @@ use super::libtest::{self, SuiteRun};
 use super::report::SuiteReport;
 use crate::error::{Result, XtaskError};
 use crate::runner::Runner;
-use store_zfs::Engine;
 
 /// What the suite runs against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,12 +23,8 @@ pub enum SuiteTarget {
     Fake,
     /// A ZFS pool prepared by xtask (or given with `--pool`).
     Zfs {
-        /// The pool name.
+        /// The pool name (each check's cases are child datasets of it).
         pool: String,
-        /// Where its root dataset is mounted.
-        mountpoint: PathBuf,
-        /// Which ZFS implementation serves it.
-        kind: Engine,
     },
 }
 

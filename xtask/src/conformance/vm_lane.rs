@@ -87,7 +87,8 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
     // The image first: its build needs no workspace build, while the tests' build waits for
     // cargo's lock behind whatever else builds the workspace.
     let (image, mut spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
-    let (suite_exe, guest_tests) = super::guest_tests::build(runner).await?;
+    let (suite_exe, guest_tests) =
+        super::guest_tests::build(runner, s.lane.with_store_zfs_tests).await?;
     spec.files.push((suite_exe, "test-conformance".into()));
     if let Some(replay) = &s.replay {
         spec.files.push((replay.clone(), "replay".into()));
