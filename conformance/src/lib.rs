@@ -104,6 +104,14 @@
 //! # }
 //! ```
 //!
+//! # Crash safety with real processes
+//!
+//! The fault sweep stops a store inside one process. [`crash`] goes further: child processes
+//! driving the store are killed with `kill -9` at random moments, and after each kill the
+//! store is reopened and checked against what the child journaled. A backend that can be
+//! opened from another process implements [`crash::StoreSpec`] and generates the test with
+//! [`crash_test!`].
+//!
 //! # Knobs
 //!
 //! [`Config`] holds them: the number of cases, the longest sequence, the seed, timeouts,
@@ -152,10 +160,11 @@ mod bad_input;
 pub mod broken;
 mod concurrency;
 mod config;
-mod crash;
+pub mod crash;
 mod exec;
 mod factory;
 mod fault_plan;
+mod fault_sweep;
 mod generate;
 mod load;
 mod macros;

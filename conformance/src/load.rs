@@ -176,7 +176,7 @@ async fn run(ctx: Ctx, builds: usize, jobs: usize) -> (CheckOutcome, Option<Stri
         for level in 1..=levels {
             let n = name(chain, level);
             match store.result(&id(&n)).await {
-                Ok(Some(dir)) => match crate::crash::files_at(&dir) {
+                Ok(Some(dir)) => match crate::fault_sweep::files_at(&dir) {
                     Ok(got) if got == expected(chain, level) => checked += 1,
                     Ok(got) => shared.error(format!("{n} holds {got:?}")),
                     Err(e) => shared.error(e),
@@ -203,7 +203,7 @@ async fn run(ctx: Ctx, builds: usize, jobs: usize) -> (CheckOutcome, Option<Stri
         .clone();
     match store.cache(shared.user, &cache_name("load")).await {
         Ok(lease) => {
-            match crate::crash::files_at(lease.path()) {
+            match crate::fault_sweep::files_at(lease.path()) {
                 Ok(got) => {
                     let writer = got.get("writer").cloned().unwrap_or_default();
                     if got.len() != 1 || !published.contains(&writer) {

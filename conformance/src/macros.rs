@@ -84,3 +84,28 @@ macro_rules! __conformance_tests_for {
         }
     };
 }
+
+/// Generates the [crash test](crate::crash) as one `#[test]`,
+/// `kill_9_at_random_moments_loses_nothing`: `$spec` is the backend's
+/// [`StoreSpec`](crate::crash::StoreSpec) (made from the factory's storage), `$factory` an
+/// expression of a type implementing [`StoreFactory`](crate::StoreFactory) that makes and
+/// tears down the storage (evaluated in the parent only).
+///
+/// ```ignore
+/// conformance::crash_test!(MySpec, MyFactory::new());
+/// ```
+///
+/// Invoke it at the top of an integration-test file or inside a module: the test starts
+/// itself again as the child, by its libtest name.
+#[macro_export]
+macro_rules! crash_test {
+    ($spec:ty, $factory:expr) => {
+        #[test]
+        fn kill_9_at_random_moments_loses_nothing() {
+            $crate::crash::__crash_test_in_test::<_, $spec>(
+                concat!(module_path!(), "::kill_9_at_random_moments_loses_nothing"),
+                || $factory,
+            );
+        }
+    };
+}

@@ -9,9 +9,9 @@ use futures::FutureExt;
 
 use crate::concurrency::{CONCURRENCY, concurrency};
 use crate::config::{Config, ConfigError};
-use crate::crash::{FAULT_SWEEP, fault_sweep};
 use crate::exec::{Settings, current_user};
 use crate::factory::{Erased, SharedFactory, StoreFactory};
+use crate::fault_sweep::{FAULT_SWEEP, fault_sweep};
 use crate::generate::Universe;
 use crate::load::{LOAD, load};
 use crate::ops::{Op, script};

@@ -1,6 +1,7 @@
 //! Test helpers (the `testing` feature; never in production): [`FakeFactory`], the
 //! conformance suite's factory for this backend, which `store-fake`'s own tests, the suite's
-//! tests and `cargo xtask conformance --engine fake` share.
+//! tests and `cargo xtask conformance --engine fake` share; [`FakeSpec`], the crash test's way
+//! to the same storage from another process.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -62,6 +63,20 @@ impl StepHook for PlanHook {
             )),
         }
     }
+}
+
+/// What the scratch directories under a store's `root` hold, one line per directory that is
+/// not empty: they hold only uncommitted work, so they are empty whenever no operation runs.
+fn scratch_leftovers(root: &Path) -> Vec<String> {
+    ["building", "cache-tmp", "tmp", "trash"]
+        .iter()
+        .filter_map(|d| {
+            listing(&root.join(d))
+                .ok()
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("{d}/: {l:?}"))
+        })
+        .collect()
 }
 
 /// Every path under `root`, relative, sorted.
@@ -167,16 +182,7 @@ impl StoreFactory for FakeFactory {
 
     async fn teardown(&self, storage: FakeStorage) -> Result<(), FactoryError> {
         // Scratch directories hold only uncommitted work: empty whenever no operation runs.
-        let root = storage.dir.path();
-        let left: Vec<String> = ["building", "cache-tmp", "tmp", "trash"]
-            .iter()
-            .filter_map(|d| {
-                listing(&root.join(d))
-                    .ok()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| format!("{d}/: {l:?}"))
-            })
-            .collect();
+        let left = scratch_leftovers(storage.dir.path());
         if !left.is_empty() {
             return Err(format!("uncommitted leftovers: {}", left.join("; ")).into());
         }
@@ -207,5 +213,58 @@ impl StoreFactory for FakeFactory {
             }
         }
         Ok(())
+    }
+}
+
+/// The [crash test](conformance::crash)'s way to the fake's storage: the root directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeSpec {
+    root: PathBuf,
+}
+
+impl FakeSpec {
+    /// The store under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+/// Closes the factory's own handle on the storage: the fake allows one open store per root,
+/// and from here on the crash test's processes open it.
+impl From<&FakeStorage> for FakeSpec {
+    fn from(storage: &FakeStorage) -> Self {
+        drop(
+            storage
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        Self::new(storage.dir.path())
+    }
+}
+
+#[async_trait::async_trait]
+impl conformance::crash::StoreSpec for FakeSpec {
+    type Store = FakeStore;
+
+    fn encode(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn decode(line: &str) -> Result<Self, String> {
+        Ok(Self::new(line))
+    }
+
+    async fn open(&self) -> Result<FakeStore, String> {
+        FakeStore::open(&self.root)
+            .map_err(|e| format!("opening FakeStore at {}: {e}", self.root.display()))
+    }
+
+    async fn leftovers(&self, _store: &FakeStore) -> Vec<String> {
+        scratch_leftovers(&self.root)
+            .into_iter()
+            .map(|l| format!("left in the fake's {l}"))
+            .collect()
     }
 }

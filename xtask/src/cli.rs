@@ -56,9 +56,6 @@ pub enum Command {
     /// and checked against what the child journaled. Ends with "crash: N rounds, K kills, V
     /// violations".
     Crash(crate::crash::CrashArgs),
-    /// The child of `crash` (started by it, never by hand).
-    #[command(hide = true)]
-    CrashChild(crate::crash::CrashChildArgs),
 }
 
 /// Options shared by `conformance` and `run-suite`.

@@ -77,7 +77,6 @@ async fn dispatch(command: Command) -> Result<u8> {
         Command::Bench(args) => bench::bench(&runner, &cancel, &args).await,
         Command::RunBench(args) => bench::run_bench(&runner, &cancel, &args).await,
         Command::Crash(args) => crash::crash(&runner, &cancel, &args).await,
-        Command::CrashChild(args) => crash::crash_child(&args).await,
     }
 }
 

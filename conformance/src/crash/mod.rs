@@ -1,384 +1,265 @@
-//! The `fault_sweep` check: crash safety, by injecting a fault at every step of every
-//! operation.
+//! The crash test: crash safety with real processes and `kill -9`, for any backend.
 //!
-//! For each operation ([`SweepOp`]: builds with and without a base, a failing build, cache
-//! acquires, releases that publish and that discard, deleting a base that has a child,
-//! `delete_cache`, and opening a store a crash left half-way) the sweep first runs it without
-//! a fault, counting its external steps (commands, filesystem changes) through the factory's
-//! [`FaultPlan`](crate::FaultPlan) hook. Then, for every step N, on fresh storage each time:
+//! Where the [fault sweep](crate#the-checks) stops a store at each of its steps inside one
+//! process, this test kills a whole process at random moments, so that what the kernel and the
+//! storage keep (open files, mounts, half-finished commands) is what the next process finds.
+//! Each round, a child process opens the store and drives random operations on it — builds
+//! with and without a base, several at once, deletes, cache copies released (published or
+//! discarded) or dropped, `delete_cache`, ids a crash interrupted built again — writing each
+//! to a journal (synced) before and after it. The parent `kill -9`s the child at a random
+//! moment, waits until every process of the child's process group is gone (a ZFS backend's
+//! `zfs` commands run to their end), reopens the store and checks it against the journal:
 //!
-//! - **failed step**: step N fails. The store keeps running and must keep the contract at
-//!   once; then it is dropped and reopened;
-//! - **stop**: steps from N on are refused, as if the process had died after step N-1; the
-//!   store is dropped and the storage reopened without faults.
+//! - every result the child saw committed is there, with exactly the files it wrote; every
+//!   build or delete in flight left a complete result or none; no result the child never
+//!   built;
+//! - every cache is at a released version, whole (never a mix of two), empty only if that
+//!   was allowed;
+//! - a file the parent keeps in `state_dir` is untouched;
+//! - once idle, the store holds nothing temporary ([`StoreSpec::leftovers`]);
+//! - an id whose build the crash interrupted can be built again.
 //!
-//! After reopening, the store must show: every id of the operation complete or absent, every
-//! cache at a released version (the old or the new one, never empty or mixed), what the
-//! operation reported as done still done, `state_dir` intact, the storage listing
-//! ([`StoreFactory::list_storage`](crate::StoreFactory::list_storage)) equal to the state
-//! before or after the operation (no temporary left), and the store fully usable: the same
-//! ids build again, caches update and delete. The factory's teardown then checks for leaks.
+//! # Running it on a backend
 //!
-//! Order: each operation in turn is run without a fault and then stopped half-way; then
-//! every other fault, one operation after another, spread over each operation's steps (first
-//! and last step first). So [`Config::fault_budget`](crate::Config::fault_budget) (a time
-//! limit) and [`Config::fault_depth`](crate::Config::fault_depth) (faults per operation and
-//! kind) bound the cost on slow backends while keeping the coverage spread; the check's detail
-//! line says how many faults it injected out of how many possible.
+//! A backend implements [`StoreSpec`] (how a child process finds and opens the storage) for
+//! a type made from its factory's storage, and generates the test with
+//! [`crash_test!`](crate::crash_test):
+//!
+//! ```ignore
+//! conformance::crash_test!(MySpec, MyFactory::new());
+//! ```
+//!
+//! The generated `#[test]` makes fresh storage with the factory, runs the rounds (the child is
+//! the test executable itself, started again on the same test, told by environment variables
+//! that it is the child) and tears the storage down with the factory (whose leak check counts
+//! as a violation). The knobs are environment variables: [`ROUNDS_ENV`] (default 5),
+//! [`SEED_ENV`] (default from the clock; printed), [`MAX_DELAY_ENV`] (milliseconds; each kill
+//! lands uniformly up to this long after the child starts; default 1500) and [`KEEP_ENV`]
+//! (keep the journal and the children's logs). It prints
+//! `crash: N rounds, K kills, V violations` past libtest's capture and fails unless there
+//! were no violations and every round ended in a kill. Linux only: the parent finds the
+//! child's processes in `/proc`, and a child dies with its parent.
 
-mod case;
-mod ops;
-mod order;
-mod state;
+mod child;
+mod journal;
+mod model;
+mod rng;
+mod rounds;
+mod verify;
 
-use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use case::run_case;
-use ops::SweepOp;
-pub(crate) use state::files_at;
+use async_trait::async_trait;
+use store_api::{Inspect, Store};
 
-use crate::config::Config;
-use crate::fault_plan::Fault;
-use crate::report::{CheckOutcome, Failure, Progress};
-use crate::scenarios::support::Ctx;
+use crate::StoreFactory;
+pub use rounds::{Plan, Tally};
 
-/// The check's name.
-pub(crate) const FAULT_SWEEP: &str = "fault_sweep";
+/// How the crash test reaches one backend's storage from another process.
+///
+/// Made from the factory's storage (`From<&F::Storage>`) in the parent, written to one line
+/// with [`encode`](StoreSpec::encode), read back with [`decode`](StoreSpec::decode) in each
+/// child; both open the store with [`open`](StoreSpec::open).
+#[async_trait]
+pub trait StoreSpec: Sized + Send + Sync + 'static {
+    /// The store it opens.
+    type Store: Store + Inspect + Clone + 'static;
 
-/// Stop collecting after this many broken promises: the first ones say what is wrong.
-const MAX_REPORTED: usize = 30;
+    /// One line naming the storage (it travels to the child in an environment variable).
+    fn encode(&self) -> String;
 
-/// What the sweep knows about one operation.
-struct OpRecord {
-    op: SweepOp,
-    steps: usize,
-    log: Vec<String>,
-    /// Listings after a reopen: stopped before the first step, and after the last.
-    before: Option<Vec<String>>,
-    after: Option<Vec<String>>,
-    /// Listings of other stops, compared once `before` and `after` are known.
-    pending: Vec<(Fault, Vec<String>)>,
-    faults: Vec<Fault>,
-}
+    /// The spec [`encode`](StoreSpec::encode) wrote.
+    ///
+    /// # Errors
+    /// A line no `encode` of this type wrote.
+    fn decode(line: &str) -> Result<Self, String>;
 
-/// The sweep's running state.
-struct Sweep<'a> {
-    ctx: &'a Ctx,
-    config: &'a Config,
-    started: Instant,
-    records: Vec<OpRecord>,
-    wrong: Vec<String>,
-    /// (failed steps, stops) injected.
-    tried: (usize, usize),
-    not_reached: usize,
-    listed: bool,
-    cut: usize,
-}
+    /// Opens the store on the storage as a process just started would: after a crash, this
+    /// is where the backend reclaims what the killed process left.
+    ///
+    /// # Errors
+    /// The store does not open (after a crash, a violation).
+    async fn open(&self) -> Result<Self::Store, String>;
 
-impl Sweep<'_> {
-    fn over_budget(&self) -> bool {
-        self.config
-            .fault_budget
-            .is_some_and(|b| self.started.elapsed() > b)
+    /// Waits for the store's background work, then lists what an open, idle store must not
+    /// hold (unfinished builds, copies, half-published versions, scratch files), one line
+    /// each. The default waits for nothing and finds nothing.
+    async fn leftovers(&self, store: &Self::Store) -> Vec<String> {
+        let _ = store;
+        Vec::new()
     }
+}
 
-    /// Runs operation `k` with `fault` and records what it found.
-    async fn inject(&mut self, k: usize, fault: Fault) {
-        let op = self.records[k].op;
-        let r = run_case(self.ctx, op, fault, self.cut).await;
-        if let Some(h) = &r.harness {
-            self.wrong.push(format!(
-                "{} ({fault}): the case could not run: {h}",
-                op.name()
-            ));
-            return;
-        }
-        match fault {
-            Fault::FailStep(_) if !r.struck => self.not_reached += 1,
-            Fault::FailStep(_) => self.tried.0 += 1,
-            _ => self.tried.1 += 1,
-        }
-        self.listed |= r.listing.is_some();
-        note(&mut self.wrong, op, fault, &r.log, &r.wrong);
-        let rec = &mut self.records[k];
-        if let (Fault::StopAfter(n), Some(listing)) = (fault, r.listing) {
-            match n {
-                0 => rec.before = Some(listing),
-                n if n == rec.steps => rec.after = Some(listing),
-                _ => rec.pending.push((fault, listing)),
+/// Rounds to run (default 5).
+pub const ROUNDS_ENV: &str = "ZSTORE_CRASH_ROUNDS";
+/// The seed of every random choice (default: from the clock; printed, so a run can be
+/// repeated).
+pub const SEED_ENV: &str = "ZSTORE_CRASH_SEED";
+/// Each kill lands uniformly up to this many milliseconds after the child starts (default
+/// 1500; a slow machine wants more, so that kills land in the middle of operations).
+pub const MAX_DELAY_ENV: &str = "ZSTORE_CRASH_MAX_DELAY_MS";
+/// Set (to anything): keep the work directory (journal, children's logs) after the run. It
+/// is kept anyway when a round broke a promise.
+pub const KEEP_ENV: &str = "ZSTORE_CRASH_KEEP";
+
+impl Plan {
+    /// The plan the environment asks for ([`ROUNDS_ENV`], [`SEED_ENV`], [`MAX_DELAY_ENV`]).
+    ///
+    /// # Errors
+    /// A variable that is set but not a number, or zero rounds.
+    pub fn from_env() -> Result<Self, String> {
+        let number = |name: &str| -> Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| format!("{name}={v:?}: {e}")),
+                Err(_) => Ok(None),
             }
+        };
+        let rounds = number(ROUNDS_ENV)?.unwrap_or(5);
+        if rounds == 0 {
+            return Err(format!("{ROUNDS_ENV} must be at least 1"));
         }
-        if let (Some(before), Some(after)) = (&rec.before, &rec.after) {
-            for (fault, got) in std::mem::take(&mut rec.pending) {
-                if let Some(p) = listing_problem(before, after, &got) {
-                    note(&mut self.wrong, op, fault, &rec.log, &[p]);
-                }
-            }
-        }
+        Ok(Plan {
+            rounds,
+            seed: number(SEED_ENV)?.unwrap_or_else(clock_seed),
+            max_delay: Duration::from_millis(number(MAX_DELAY_ENV)?.unwrap_or(1500).max(1)),
+            keep: std::env::var_os(KEEP_ENV).is_some(),
+        })
     }
 }
 
-/// Runs the sweep; returns the outcome and a one-line summary.
-pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Option<String>) {
-    if !ctx.caps.fault_injection {
-        return (
-            CheckOutcome::Skipped(
-                "the factory declares no fault injection (Capabilities::fault_injection)".into(),
-            ),
-            None,
-        );
-    }
-    if !ctx.caps.can_reopen {
-        return failed(
-            "Capabilities::fault_injection needs Capabilities::can_reopen: the sweep reopens \
-             the storage after every fault"
-                .into(),
-            None,
-        );
-    }
-    let mut sw = Sweep {
-        ctx: &ctx,
-        config,
-        started: Instant::now(),
-        records: Vec::new(),
-        wrong: Vec::new(),
-        tried: (0, 0),
-        not_reached: 0,
-        listed: false,
-        cut: 0,
-    };
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id())
+}
 
-    // Each operation in turn: once without a fault (its steps, and a check that it works),
-    // then stopped half-way. The time budget bounds this too: a slow backend may get through
-    // only some operations (at least one).
-    let mut headline = Vec::new();
-    for op in SweepOp::ALL {
-        if !sw.records.is_empty() && sw.over_budget() {
-            break;
-        }
-        if op == SweepOp::Open {
-            // Where the `open-after-crash` prelude stops: half-way through its release.
-            sw.cut = match prelude_cut(&ctx).await {
-                Ok(cut) => cut,
-                Err(e) => return failed(e, None),
-            };
-        }
-        let r = run_case(&ctx, op, Fault::None, sw.cut).await;
-        if let Some(h) = r.harness {
-            return failed(format!("{}: {h}", op.name()), None);
-        }
-        sw.listed |= r.listing.is_some();
-        note(&mut sw.wrong, op, Fault::None, &r.log, &r.wrong);
-        let first = Fault::StopAfter(r.steps / 2);
-        sw.records.push(OpRecord {
-            op,
-            steps: r.steps,
-            faults: order::faults(r.steps, config.fault_depth)
-                .into_iter()
-                .filter(|f| *f != first)
-                .collect(),
-            log: r.log,
-            before: None,
-            after: None,
-            pending: Vec::new(),
-        });
-        if !sw.over_budget() {
-            sw.inject(sw.records.len() - 1, first).await;
-            headline.push(first);
-        }
+/// Runs the crash test in a test executable: the child's loop when this process is a child
+/// the test started (never returns), the parent's rounds otherwise. What the test generated by
+/// [`crash_test!`](crate::crash_test) calls; `test_path` is the test's `module_path!()` and
+/// name, from which the libtest name the child is started with is taken.
+///
+/// # Panics
+/// When the test fails: a violation, a round without a kill, or a harness that cannot run.
+#[doc(hidden)]
+#[track_caller]
+pub fn __crash_test_in_test<F, S>(test_path: &str, factory: impl FnOnce() -> F)
+where
+    F: StoreFactory,
+    S: StoreSpec + for<'a> From<&'a F::Storage>,
+{
+    if let Some(child) = child::Invocation::from_env() {
+        child::main::<S>(child);
     }
-    let unprobed = SweepOp::ALL.len() - sw.records.len();
-
-    // Then every other fault, one operation after the other, spread over their steps.
-    let planned = order::round_robin(
-        &sw.records
-            .iter()
-            .map(|r| r.faults.clone())
-            .collect::<Vec<_>>(),
+    let factory = factory();
+    let backend = factory.name();
+    if let Some(why) = factory.unavailable() {
+        uncaptured(&format!("crash: on {backend}: SKIPPED -- {why}"));
+        return;
+    }
+    let plan = Plan::from_env().unwrap_or_else(|e| panic!("{e}"));
+    // The libtest name: the module path without the test crate's name.
+    let test = test_path
+        .split_once("::")
+        .map_or(test_path, |(_, rest)| rest);
+    uncaptured(&format!(
+        "crash: on {backend}: {} rounds, seed {} (repeat with {SEED_ENV}={}), kills within {} \
+         ms of each child's start",
+        plan.rounds,
+        plan.seed,
+        plan.seed,
+        plan.max_delay.as_millis()
+    ));
+    // One thread: the children die with the thread that started them (see `child`), and
+    // that is this one, alive until every round is over.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"));
+    let started = Instant::now();
+    let tally = runtime
+        .block_on(run_rounds::<F, S>(&factory, test, &plan))
+        .unwrap_or_else(|e| panic!("crash test on {backend}: {e}"));
+    uncaptured(&format!(
+        "crash: {} results read back in full, {} interrupted ids built again, {:.0} s",
+        tally.results_checked,
+        tally.rebuilt,
+        started.elapsed().as_secs_f64()
+    ));
+    for v in &tally.violations {
+        uncaptured(&format!("  VIOLATION {v}"));
+    }
+    uncaptured(&tally.summary());
+    assert!(
+        tally.passed(plan.rounds),
+        "crash test on {backend}: {}",
+        tally.summary()
     );
-    let total = u32::try_from(planned.len() + headline.len()).unwrap_or(u32::MAX);
-    let possible: usize = sw.records.iter().map(|r| 2 * r.steps + 1).sum();
-    let mut cut_short = None;
-    for (done, (k, fault)) in planned.iter().enumerate() {
-        if sw.over_budget() || sw.wrong.len() >= MAX_REPORTED {
-            cut_short = Some(planned.len() - done);
-            break;
-        }
-        sw.inject(*k, *fault).await;
-        config.emit(Progress::Case {
-            check: FAULT_SWEEP.into(),
-            done: u32::try_from(headline.len() + done + 1).unwrap_or(u32::MAX),
-            total,
-        });
-    }
-    let compared_late = sw.records.iter().map(|r| r.pending.len()).sum::<usize>();
-
-    let (tried, wrong) = (sw.tried, &sw.wrong);
-    let mut detail = format!(
-        "{} faults injected ({} failed steps, {} stops) into {} operations of {} steps in all",
-        tried.0 + tried.1,
-        tried.0,
-        tried.1,
-        sw.records.len(),
-        sw.records.iter().map(|r| r.steps).sum::<usize>(),
-    );
-    if unprobed > 0 {
-        let _ = write!(
-            detail,
-            "; time budget reached before {unprobed} of {} operations were tried",
-            SweepOp::ALL.len()
-        );
-    }
-    if tried.0 + tried.1 + sw.not_reached < possible {
-        let _ = write!(detail, "; {} of {possible} possible", tried.0 + tried.1);
-    }
-    if sw.not_reached > 0 {
-        let _ = write!(detail, "; {} failed steps never reached", sw.not_reached);
-    }
-    match cut_short {
-        Some(n) if wrong.len() >= MAX_REPORTED => {
-            let _ = write!(
-                detail,
-                "; stopped after {MAX_REPORTED} problems, {n} not tried"
-            );
-        }
-        Some(n) => {
-            let _ = write!(detail, "; time budget reached, {n} not tried");
-        }
-        None => {}
-    }
-    if !sw.listed {
-        detail.push_str("; no storage listing (the factory cannot list)");
-    } else if compared_late > 0 {
-        let _ = write!(
-            detail,
-            "; {compared_late} listings not compared (the stops before the first and after \
-             the last step were not reached)"
-        );
-    }
-    let _ = write!(detail, "; {:.0} s", sw.started.elapsed().as_secs_f64());
-    let injected = tried.0 + tried.1;
-    let budget_cut = unprobed > 0 || (cut_short.is_some() && wrong.len() < MAX_REPORTED);
-    if let Some(floor) = config.fault_floor_percent
-        && budget_cut
-        && wrong.is_empty()
-        && injected * 100 < usize::from(floor) * possible.max(1)
-    {
-        return (
-            CheckOutcome::Failed(Failure {
-                message: format!(
-                    "the time budget stopped the fault sweep after {injected} of {possible} \
-                     possible faults ({}%), below the floor of {floor}% \
-                     (ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT); raise the budget or lower the \
-                     floor",
-                    injected * 100 / possible.max(1)
-                ),
-                sequence: None,
-            }),
-            Some(detail),
-        );
-    }
-    if wrong.is_empty() {
-        return (CheckOutcome::Passed, Some(detail));
-    }
-    let mut message = format!("{} broken promise(s) after injected faults:\n", wrong.len());
-    for w in wrong {
-        let _ = writeln!(message, "- {w}");
-    }
-    for rec in &sw.records {
-        if wrong.iter().any(|w| w.starts_with(rec.op.name())) {
-            let _ = writeln!(
-                message,
-                "steps of {} ({}):",
-                rec.op.name(),
-                rec.op.describe()
-            );
-            for (i, s) in rec.log.iter().enumerate() {
-                let _ = writeln!(message, "  {i:>3}: {s}");
-            }
-        }
-    }
-    failed(message, Some(detail))
 }
 
-fn failed(message: String, detail: Option<String>) -> (CheckOutcome, Option<String>) {
-    (
-        CheckOutcome::Failed(Failure {
-            message,
-            sequence: None,
-        }),
-        detail,
-    )
-}
-
-/// Records each problem found by a case, with where the fault struck.
-fn note(wrong: &mut Vec<String>, op: SweepOp, fault: Fault, log: &[String], found: &[String]) {
-    let at = match fault {
-        Fault::FailStep(n) => log.get(n),
-        Fault::StopAfter(n) if n > 0 => log.get(n - 1),
-        _ => None,
-    };
-    let at = at.map(|s| format!(" (`{s}`)")).unwrap_or_default();
-    for f in found {
-        wrong.push(format!("{}, {fault}{at}: {f}", op.name()));
-    }
-}
-
-/// After a stop and a reopen, the storage must hold exactly what it holds after a stop
-/// before the operation's first step, or after its last: anything else is a temporary left
-/// behind (or a half-done change). Only stops are compared: a store whose step failed kept
-/// running, and what the sweep then read through it (a cache is created by reading it)
-/// changes the storage; leftovers of those cases are the teardown's leak check's business.
-fn listing_problem(before: &[String], after: &[String], got: &[String]) -> Option<String> {
-    if got == before || got == after {
-        return None;
-    }
-    let extra: Vec<&String> = got
-        .iter()
-        .filter(|n| !before.contains(n) && !after.contains(n))
-        .collect();
-    let missing: Vec<&String> = before
-        .iter()
-        .filter(|n| after.contains(n) && !got.contains(n))
-        .collect();
-    Some(format!(
-        "after reopening, the storage is neither as before nor as after the operation: \
-         left behind {extra:?}, missing {missing:?}"
-    ))
-}
-
-/// Counts the steps of the `open-after-crash` prelude and returns where to stop it: half-way
-/// through its release (at least one step into it).
-async fn prelude_cut(ctx: &Ctx) -> Result<usize, String> {
-    use crate::fault_plan::FaultPlan;
-    let (store, storage) = ctx
-        .factory
+/// Fresh storage, the set-up, every round, the teardown (a failed teardown is a violation).
+async fn run_rounds<F, S>(factory: &F, test: &str, plan: &Plan) -> Result<Tally, String>
+where
+    F: StoreFactory,
+    S: StoreSpec + for<'a> From<&'a F::Storage>,
+{
+    let (store, storage) = factory
         .fresh()
         .await
-        .map_err(|e| format!("the factory could not open a fresh store: {e}"))?;
-    let user = crate::exec::current_user();
-    SweepOp::Open.setup(&store, user).await?;
+        .map_err(|e| format!("fresh storage: {e}"))?;
     drop(store);
-    let plan = FaultPlan::disarmed(Fault::None);
-    let s = ctx
-        .factory
-        .open_with_faults(&*storage, plan.clone())
-        .await
-        .map_err(|e| format!("open_with_faults: {e}"))?;
-    plan.arm();
-    let marks = {
-        let plan = plan.clone();
-        move || plan.steps()
-    };
-    let (before, after) = ops::crashed_prelude(&s, user, &marks).await;
-    drop(s);
-    let _ = ctx.factory.reopen(&*storage).await;
-    let _ = ctx.factory.teardown(storage).await;
-    if after <= before {
-        return Err(format!(
-            "the prelude's release took no step ({before}..{after}): the fault hook sees nothing"
-        ));
+    let spec = S::from(&storage);
+    let ran = async {
+        set_up(&spec).await?;
+        let work = tempfile::Builder::new()
+            .prefix("zstore-crash-")
+            .tempdir()
+            .map_err(|e| format!("a work directory: {e}"))?;
+        let child = child::Command::for_test(test, &spec)?;
+        let tally = rounds::run(&spec, &child, work.path(), plan).await?;
+        if plan.keep || !tally.violations.is_empty() {
+            uncaptured(&format!(
+                "crash: the journal and the logs of the rounds with violations are kept in {}",
+                work.keep().display()
+            ));
+        }
+        Ok::<_, String>(tally)
     }
-    Ok(before + (after - before).div_ceil(2))
+    .await;
+    let torn = factory.teardown(storage).await;
+    let mut tally = ran?;
+    if let Err(e) = torn {
+        tally
+            .violations
+            .push(format!("the factory's teardown after the last round: {e}"));
+    }
+    Ok(tally)
+}
+
+/// The file the parent keeps in `state_dir`; no store operation may touch it.
+pub(crate) const SENTINEL: (&str, &str) = ("crash-sentinel", "kept by the parent");
+
+/// Opens the store once and writes the sentinel in `state_dir`.
+async fn set_up<S: StoreSpec>(spec: &S) -> Result<(), String> {
+    let store = spec.open().await?;
+    let (name, content) = SENTINEL;
+    let path = store.state_dir().join(name);
+    std::fs::write(&path, content).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let left = spec.leftovers(&store).await;
+    if !left.is_empty() {
+        return Err(format!("a fresh store is not clean: {}", left.join("; ")));
+    }
+    drop(store);
+    Ok(())
+}
+
+/// Writes a line to stderr, past libtest's output capture, as the suite's per-check lines.
+fn uncaptured(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

@@ -66,7 +66,7 @@ impl ZfsCase {
         &self.dataset
     }
 
-    fn take_last(&self) -> Option<ZfsStore> {
+    pub(super) fn take_last(&self) -> Option<ZfsStore> {
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,7 +1,8 @@
 //! Test helpers, public so that other crates' tests (and xtask) can use them: throw-away
 //! pools ([`TestPool`]), the conformance suite's factory ([`ZfsFactory`]), a runner that
 //! records every command ([`RecordingRunner`]) and one that fails or "crashes" at a chosen
-//! command ([`FaultRunner`]).
+//! command ([`FaultRunner`]); [`ZfsSpec`], the crash test's way to a case's store from
+//! another process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 #[cfg(feature = "testing")]
+mod crash_spec;
+#[cfg(feature = "testing")]
 mod factory;
 
 use crate::backoff::Backoff;
@@ -21,6 +24,8 @@ pub use crate::fake_zfs::FakeZfs;
 use crate::layout::is_within;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
+#[cfg(feature = "testing")]
+pub use crash_spec::ZfsSpec;
 #[cfg(feature = "testing")]
 pub use factory::{PlanRunner, ZfsCase, ZfsFactory};
 

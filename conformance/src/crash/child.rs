@@ -1,15 +1,17 @@
-//! The hidden `crash-child`: opens the store and drives random operations on it, journaling
+//! The child: the test executable started again on the same test, with the environment
+//! saying it is the child. It opens the store and drives random operations on it, journaling
 //! each one before and after, until the parent kills it.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use store_api::{CacheName, DeleteCacheError, Id, ReleaseOutcome, Store, StoreExt, User};
 
+use super::StoreSpec;
 use super::journal::{Deleted, Journal, Rec, Released};
 use super::model::{Known, Model, writes};
 use super::rng::Rng;
-use super::target::Target;
 
 /// The caches the child uses (hostile names included: they must work across crashes too).
 pub const CACHES: [&str; 3] = ["c0", "c:/windows/cache", "-R"];
@@ -21,6 +23,118 @@ const MAX_RESULTS: usize = 12;
 /// Longest chain of builds.
 const MAX_DEPTH: usize = 5;
 
+/// The child's variables: the store's [`StoreSpec::encode`] line (its presence makes a
+/// process the child), the journal, the seed, the round and the parent's pid.
+const SPEC_ENV: &str = "ZSTORE_CRASH_CHILD_SPEC";
+const JOURNAL_ENV: &str = "ZSTORE_CRASH_CHILD_JOURNAL";
+const SEED_ENV: &str = "ZSTORE_CRASH_CHILD_SEED";
+const ROUND_ENV: &str = "ZSTORE_CRASH_CHILD_ROUND";
+const PARENT_ENV: &str = "ZSTORE_CRASH_CHILD_PARENT";
+
+/// How the parent starts a child: this executable, on the one test, the spec's line.
+#[derive(Clone, Debug)]
+pub struct Command {
+    exe: PathBuf,
+    test: String,
+    spec: String,
+}
+
+impl Command {
+    /// The command for the libtest test `test` of this executable, on `spec`'s storage.
+    pub fn for_test(test: &str, spec: &impl StoreSpec) -> Result<Self, String> {
+        Ok(Self {
+            exe: std::env::current_exe().map_err(|e| format!("locating this executable: {e}"))?,
+            test: test.to_owned(),
+            spec: spec.encode(),
+        })
+    }
+
+    /// The command for one round: in a process group of its own (so that what it leaves
+    /// running can be waited for), output to `log`.
+    pub fn round(
+        &self,
+        journal: &Path,
+        seed: u64,
+        round: u64,
+        log: std::fs::File,
+    ) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.exe);
+        c.args([
+            OsString::from(&self.test),
+            "--exact".into(),
+            "--nocapture".into(),
+            "--test-threads=1".into(),
+        ])
+        .env(SPEC_ENV, &self.spec)
+        .env(JOURNAL_ENV, journal)
+        .env(SEED_ENV, seed.to_string())
+        .env(ROUND_ENV, round.to_string())
+        .env(PARENT_ENV, std::process::id().to_string())
+        .env("RUST_LOG", child_log_filter())
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true);
+        c
+    }
+}
+
+/// The child's `RUST_LOG`: the parent's when set (e.g. `store_zfs=debug` to see every command
+/// the child ran before the kill), else warnings only.
+fn child_log_filter() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
+
+/// What a child was started with.
+#[derive(Debug)]
+pub struct Invocation {
+    spec: String,
+    journal: PathBuf,
+    seed: u64,
+    round: u64,
+    parent: u32,
+}
+
+impl Invocation {
+    /// The child's invocation, if this process is a child.
+    pub fn from_env() -> Option<Self> {
+        let spec = std::env::var(SPEC_ENV).ok()?;
+        let number = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Some(Self {
+            spec,
+            journal: std::env::var_os(JOURNAL_ENV).map(PathBuf::from)?,
+            seed: number(SEED_ENV),
+            round: number(ROUND_ENV),
+            parent: u32::try_from(number(PARENT_ENV)).unwrap_or(0),
+        })
+    }
+}
+
+/// The child's whole life: runs until killed; exits with status 2 if it cannot start.
+pub fn main<S: StoreSpec>(inv: Invocation) -> ! {
+    // A child outlives nobody: if the parent dies (Ctrl-C on the test), so does the child.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let parent_now = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if i64::from(parent_now) != i64::from(inv.parent) {
+        std::process::exit(2);
+    }
+    let failed = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("a tokio runtime: {e}"))
+        .and_then(|rt| rt.block_on(run::<S>(&inv)));
+    if let Err(e) = failed {
+        eprintln!("crash child: {e}");
+    }
+    std::process::exit(2);
+}
+
 struct Child {
     store: Arc<dyn Store>,
     journal: Journal,
@@ -31,18 +145,20 @@ struct Child {
 }
 
 /// Runs the child until killed. Returns only on a set-up error.
-pub async fn run(target: &Target, journal: &Path, seed: u64, round: u64) -> Result<(), String> {
-    let recs = super::journal::read(journal).map_err(|e| format!("reading the journal: {e}"))?;
+async fn run<S: StoreSpec>(inv: &Invocation) -> Result<(), String> {
+    let spec = S::decode(&inv.spec)?;
+    let recs =
+        super::journal::read(&inv.journal).map_err(|e| format!("reading the journal: {e}"))?;
     let model = Model::replay(&recs);
-    let journal =
-        Journal::open(journal).map_err(|e| format!("opening {}: {e}", journal.display()))?;
-    let opened = target.open().await?;
+    let journal = Journal::open(&inv.journal)
+        .map_err(|e| format!("opening {}: {e}", inv.journal.display()))?;
+    let store: Arc<dyn Store> = Arc::new(spec.open().await?);
     let mut child = Child {
-        store: Arc::clone(&opened.store),
+        store,
         journal,
         model,
-        rng: Rng::new(seed),
-        round,
+        rng: Rng::new(inv.seed),
+        round: inv.round,
         k: 0,
     };
     loop {

@@ -6,14 +6,14 @@ use std::path::Path;
 
 use store_api::{CacheName, Id};
 
+use std::sync::Arc;
+
+use store_api::{Inspect, Store};
+
 use super::child::{CACHES, build};
 use super::journal::{Journal, Rec};
 use super::model::{Known, Model};
-use super::target::Target;
-use crate::runner::Runner;
-
-/// The file the parent keeps in `state_dir`; no store operation may touch it.
-pub const SENTINEL: (&str, &str) = ("crash-sentinel", "kept by the parent");
+use super::{SENTINEL, StoreSpec};
 
 /// What one check found.
 #[derive(Debug, Default)]
@@ -54,9 +54,8 @@ fn files(dir: &Path) -> Result<BTreeMap<String, String>, String> {
 
 /// Opens the store after a crash and checks it against the journal at `journal_path`; then
 /// appends what it saw, so the next round starts from the truth.
-pub async fn after_crash(
-    runner: &Runner,
-    target: &Target,
+pub async fn after_crash<S: StoreSpec>(
+    spec: &S,
     journal_path: &Path,
     rebuild: bool,
 ) -> Result<Checked, String> {
@@ -64,7 +63,7 @@ pub async fn after_crash(
     let mut model = Model::replay(&recs);
     let journal = Journal::open(journal_path).map_err(|e| format!("the journal: {e}"))?;
     let mut c = Checked::default();
-    let opened = match target.open().await {
+    let opened = match spec.open().await {
         Ok(o) => o,
         Err(e) => {
             c.violations
@@ -72,7 +71,7 @@ pub async fn after_crash(
             return Ok(c);
         }
     };
-    let store = &opened.store;
+    let store: &Arc<dyn Store> = &(Arc::new(opened.clone()) as Arc<dyn Store>);
     let (path, content) = SENTINEL;
     match std::fs::read_to_string(store.state_dir().join(path)) {
         Ok(s) if s == content => {}
@@ -116,7 +115,8 @@ pub async fn after_crash(
             },
         }
     }
-    for id in opened.result_ids() {
+    for id in opened.results() {
+        let id = id.into_string();
         if !model.results.contains_key(&id) {
             c.violations
                 .push(format!("{id} has a result but the child never built it"));
@@ -196,8 +196,7 @@ pub async fn after_crash(
         }
     }
 
-    opened.idle().await;
-    c.violations.extend(target.leftovers(runner).await);
+    c.violations.extend(spec.leftovers(&opened).await);
     Ok(c)
 }
 
@@ -206,12 +205,41 @@ mod tests {
     use super::*;
     use store_api::User;
 
-    async fn fixture() -> (tempfile::TempDir, Target, std::path::PathBuf) {
+    use store_fake::FakeStore;
+
+    /// The fake under a root (`store_fake::testing::FakeSpec` implements the trait of
+    /// another build of this crate, so the tests have their own).
+    struct FakeSpec(std::path::PathBuf);
+
+    impl FakeSpec {
+        fn new(root: std::path::PathBuf) -> Self {
+            Self(root)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StoreSpec for FakeSpec {
+        type Store = FakeStore;
+
+        fn encode(&self) -> String {
+            self.0.display().to_string()
+        }
+
+        fn decode(line: &str) -> Result<Self, String> {
+            Ok(Self(line.into()))
+        }
+
+        async fn open(&self) -> Result<FakeStore, String> {
+            FakeStore::open(&self.0).map_err(|e| e.to_string())
+        }
+    }
+
+    async fn fixture() -> (tempfile::TempDir, FakeSpec, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let target = Target::Fake(dir.path().join("store"));
-        let opened = target.open().await.expect("open");
+        let target = FakeSpec::new(dir.path().join("store"));
+        let opened = open(&target).await;
         let (name, content) = SENTINEL;
-        std::fs::write(opened.store.state_dir().join(name), content).expect("sentinel");
+        std::fs::write(opened.state_dir().join(name), content).expect("sentinel");
         let journal = dir.path().join("journal");
         (dir, target, journal)
     }
@@ -223,8 +251,12 @@ mod tests {
         }
     }
 
-    async fn check(target: &Target, journal: &Path) -> Vec<String> {
-        after_crash(&Runner::system(), target, journal, false)
+    async fn open(target: &FakeSpec) -> Arc<dyn Store> {
+        Arc::new(target.open().await.expect("open"))
+    }
+
+    async fn check(target: &FakeSpec, journal: &Path) -> Vec<String> {
+        after_crash(target, journal, false)
             .await
             .expect("checked")
             .violations
@@ -233,9 +265,9 @@ mod tests {
     #[tokio::test]
     async fn a_consistent_store_passes() {
         let (_d, target, journal) = fixture().await;
-        let opened = target.open().await.expect("open");
+        let opened = open(&target).await;
         let model = Model::default();
-        assert!(build(&opened.store, &model, "a", None).await);
+        assert!(build(&opened, &model, "a", None).await);
         drop(opened);
         log(
             &journal,
@@ -260,10 +292,9 @@ mod tests {
     #[tokio::test]
     async fn lost_results_unknown_results_and_mixed_caches_are_violations() {
         let (_d, target, journal) = fixture().await;
-        let opened = target.open().await.expect("open");
-        assert!(build(&opened.store, &Model::default(), "stray", None).await);
+        let opened = open(&target).await;
+        assert!(build(&opened, &Model::default(), "stray", None).await);
         let lease = opened
-            .store
             .cache(User::ROOT, &CacheName::new("c0").expect("name"))
             .await
             .expect("cache");
@@ -297,8 +328,8 @@ mod tests {
     #[tokio::test]
     async fn a_touched_state_dir_is_a_violation() {
         let (_d, target, journal) = fixture().await;
-        let opened = target.open().await.expect("open");
-        std::fs::write(opened.store.state_dir().join(SENTINEL.0), "changed").expect("write");
+        let opened = open(&target).await;
+        std::fs::write(opened.state_dir().join(SENTINEL.0), "changed").expect("write");
         drop(opened);
         let found = check(&target, &journal).await.join("\n");
         assert!(found.contains("state_dir"), "{found}");

@@ -1,21 +1,17 @@
 //! The parent: for each round, start the child on the store, `kill -9` it at a random moment,
-//! wait for every process it left (its `zfs` commands), then reopen and check.
+//! wait for every process it left (a ZFS backend's `zfs` commands), then reopen and check.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rustix::process::Signal;
+use rustix::process::{Pid, Signal};
 
+use super::StoreSpec;
+use super::child::Command;
 use super::journal;
 use super::model::Model;
 use super::rng::Rng;
-use super::target::Target;
 use super::verify;
-use crate::cancel::Cancel;
-use crate::error::{Result, XtaskError};
-use crate::procs;
-use crate::runner::{Cmd, Runner};
 
 /// How a run went.
 #[derive(Debug, Default)]
@@ -32,78 +28,76 @@ pub struct Tally {
     pub rebuilt: usize,
 }
 
+impl Tally {
+    /// The closing line: `crash: N rounds, K kills, V violations`.
+    pub fn summary(&self) -> String {
+        format!(
+            "crash: {} rounds, {} kills, {} violations",
+            self.rounds,
+            self.kills,
+            self.violations.len()
+        )
+    }
+
+    /// Whether the run passed: `planned` rounds, each ended by a kill, no violation.
+    pub fn passed(&self, planned: u64) -> bool {
+        self.violations.is_empty() && self.rounds == planned && self.kills == planned
+    }
+}
+
 /// Knobs of a run.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Rounds, one kill each.
     pub rounds: u64,
+    /// The seed of every choice, the parent's and (through it) the children's.
     pub seed: u64,
     /// The kill lands uniformly in `0..max_delay` after the child starts.
     pub max_delay: Duration,
+    /// Keep the work directory after the run.
+    pub keep: bool,
 }
 
 /// Longest wait for the processes a killed child left (its `zfs` commands run to the end).
 const ORPHANS_LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs every round against `target` (already set up), with `journal` as the shared record.
-pub async fn run(
-    runner: &Runner,
-    cancel: &Cancel,
-    target: &Target,
-    journal_path: &Path,
+/// Runs every round against `spec`'s storage (already set up); the journal and the
+/// children's logs go to `work`.
+pub async fn run<S: StoreSpec>(
+    spec: &S,
+    child_cmd: &Command,
     work: &Path,
     plan: &Plan,
-) -> Result<Tally> {
-    let exe = std::env::current_exe()
-        .map_err(|e| XtaskError::io("locating xtask", "/proc/self/exe", e))?;
+) -> Result<Tally, String> {
+    let journal_path = work.join("journal");
     let mut rng = Rng::new(plan.seed);
     let mut t = Tally::default();
     let max_ms = u64::try_from(plan.max_delay.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     for round in 1..=plan.rounds {
-        if cancel.is_cancelled() {
-            return Err(XtaskError::Interrupted);
-        }
         let violations_at_start = t.violations.len();
         let log = work.join(format!("child-{round}.log"));
         let stderr = std::fs::File::create(&log)
-            .map_err(|e| XtaskError::io("creating the child's log", &log, e))?;
-        let cmd = Cmd::new(&exe).args([
-            "crash-child".to_owned(),
-            "--target".into(),
-            target.arg(),
-            "--journal".into(),
-            journal_path.display().to_string(),
-            "--seed".into(),
-            rng.next_u64().to_string(),
-            "--round".into(),
-            round.to_string(),
-        ]);
-        let mut child = runner.spawn(&cmd, |c| {
-            // Its own group, so that the `zfs` processes it leaves can be waited for.
-            c.process_group(0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(stderr))
-                .env("RUST_LOG", child_log_filter());
-        })?;
+            .map_err(|e| format!("creating the child's log {}: {e}", log.display()))?;
+        let mut cmd = child_cmd.round(&journal_path, rng.next_u64(), round, stderr);
+        tracing::debug!(round, ?cmd, "starting the crash child");
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting the child: {e}"))?;
         let pid = child.id().unwrap_or(0);
         let delay = Duration::from_millis(rng.next_u64() % max_ms);
         let started = Instant::now();
         let early = tokio::select! {
             status = child.wait() => Some(status),
             () = tokio::time::sleep(delay) => None,
-            () = cancel.cancelled() => {
-                procs::signal(pid, Signal::KILL);
-                let _ = child.wait().await;
-                return Err(XtaskError::Interrupted);
-            }
         };
-        let in_flight = journal::read(journal_path)
+        let in_flight = journal::read(&journal_path)
             .map(|r| Model::replay(&r).open)
             .unwrap_or_default();
-        journal::Journal::open(journal_path)
+        journal::Journal::open(&journal_path)
             .and_then(|j| j.append(&journal::Rec::Killed { round }))
-            .map_err(|e| XtaskError::io("writing the journal", journal_path, e))?;
+            .map_err(|e| format!("writing the journal: {e}"))?;
         match early {
             Some(status) => {
                 let tail = std::fs::read_to_string(&log).unwrap_or_default();
@@ -114,11 +108,13 @@ pub async fn run(
                 ));
             }
             None => {
-                procs::signal(pid, Signal::KILL);
+                if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process(p, Signal::KILL);
+                }
                 let status = child
                     .wait()
                     .await
-                    .map_err(|e| XtaskError::Invalid(format!("waiting for the child: {e}")))?;
+                    .map_err(|e| format!("waiting for the child: {e}"))?;
                 use std::os::unix::process::ExitStatusExt;
                 if status.signal() == Some(9) {
                     t.kills += 1;
@@ -130,9 +126,7 @@ pub async fn run(
                 "round {round}: processes of the killed child still run after {ORPHANS_LIMIT:?}"
             ));
         }
-        let checked = verify::after_crash(runner, target, journal_path, round % 2 == 0)
-            .await
-            .map_err(XtaskError::Invalid)?;
+        let checked = verify::after_crash(spec, &journal_path, round % 2 == 0).await?;
         t.rounds += 1;
         t.results_checked += checked.results;
         t.rebuilt += checked.rebuilt;
@@ -167,12 +161,6 @@ pub async fn run(
         }
     }
     Ok(t)
-}
-
-/// The child's `RUST_LOG`: the parent's when set (e.g. `store_zfs=debug` to see every command
-/// the child ran before the kill), else warnings only.
-fn child_log_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned())
 }
 
 /// Waits until no process of group `pgid` is left.
