@@ -1,6 +1,6 @@
 //! `cargo xtask crash`: the crash test ([`conformance::crash`]: real processes killed with
 //! `kill -9` at random moments, the store reopened and checked after each kill) on a fresh
-//! pool, or on the fake. The test itself is the backend's `tests/crash.rs` (store-zfs's, or
+//! pool, or on the fake. The test itself is the backend's `tests/kill9.rs` (store-zfs's, or
 //! store-fake's for `--engine fake`); xtask builds it, prepares the engine and the pool, runs
 //! it with the `ZSTORE_CRASH_*` variables, destroys the pool and checks for leftovers. The
 //! test prints one line per round and ends with `crash: N rounds, K kills, V violations`.
@@ -95,11 +95,11 @@ pub async fn crash(runner: &Runner, cancel: &Cancel, args: &CrashArgs) -> Result
 
 /// Builds `package`'s crash test; returns its executable.
 async fn build(runner: &Runner, package: &str) -> Result<PathBuf> {
-    libtest::build_tests(runner, package, &["--test", "crash"])
+    libtest::build_tests(runner, package, &["--test", "kill9"])
         .await?
         .into_iter()
-        .find_map(|(name, exe)| (name == "crash").then_some(exe))
-        .ok_or_else(|| XtaskError::Invalid(format!("cargo built no crash test of {package}")))
+        .find_map(|(name, exe)| (name == "kill9").then_some(exe))
+        .ok_or_else(|| XtaskError::Invalid(format!("cargo built no kill9 test of {package}")))
 }
 
 /// Runs the test executable, its output streaming to the terminal; the exit status.
