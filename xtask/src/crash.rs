@@ -9,7 +9,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
@@ -63,9 +62,8 @@ pub async fn crash(runner: &Runner, cancel: &Cancel, args: &CrashArgs) -> Result
     if args.rounds == 0 {
         return Err(XtaskError::Invalid("--rounds must be at least 1".into()));
     }
-    let seed = args.seed.unwrap_or_else(clock_seed);
     if args.engine == EngineChoice::Vm {
-        return in_vm(runner, cancel, args, seed).await;
+        return in_vm(runner, cancel, args).await;
     }
     let package = if args.engine == EngineChoice::Fake {
         "store-fake"
@@ -76,14 +74,17 @@ pub async fn crash(runner: &Runner, cancel: &Cancel, args: &CrashArgs) -> Result
         Some(exe) => exe.clone(),
         None => build(runner, package).await?,
     };
+    // Without --seed the test picks one from the clock and prints it.
     let mut env = vec![
         (conformance::crash::ROUNDS_ENV, args.rounds.to_string()),
-        (conformance::crash::SEED_ENV, seed.to_string()),
         (
             conformance::crash::MAX_DELAY_ENV,
             args.max_delay_ms.unwrap_or(1500).to_string(),
         ),
     ];
+    if let Some(seed) = args.seed {
+        env.push((conformance::crash::SEED_ENV, seed.to_string()));
+    }
     if args.keep {
         env.push((conformance::crash::KEEP_ENV, "1".into()));
     }
@@ -177,17 +178,9 @@ async fn on_pool(
     Ok(status)
 }
 
-fn clock_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        ^ u64::from(std::process::id())
-}
-
 /// Runs `crash --engine kernel` inside the OpenZFS guest with the crash test built here,
 /// streaming its output.
-async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs, seed: u64) -> Result<u8> {
+async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs) -> Result<u8> {
     args.file.bytes()?;
     let ctl = PathBuf::from(GUEST_CTL);
     let mut argv: Vec<OsString> = vec![
@@ -196,13 +189,14 @@ async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs, seed: u64) ->
         "kernel".into(),
         "--rounds".into(),
         args.rounds.to_string().into(),
-        "--seed".into(),
-        seed.to_string().into(),
         "--max-delay-ms".into(),
         args.max_delay_ms.unwrap_or(6000).to_string().into(),
         "--test-exe".into(),
         ctl.join("test-crash").into(),
     ];
+    if let Some(seed) = args.seed {
+        argv.extend(["--seed".into(), seed.to_string().into()]);
+    }
     argv.extend(args.file.guest_args());
     let (image, mut spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
     spec.files
