@@ -1,7 +1,7 @@
 //! Test helpers, public so that other crates' tests (and xtask) can use them: throw-away
 //! pools ([`TestPool`]), the conformance suite's factory ([`ZfsFactory`]), a runner that
 //! records every command ([`RecordingRunner`]) and one that fails or "crashes" at a chosen
-//! command ([`FaultRunner`]).
+//! command ([`FaultRunner`]); with the `bench` feature, `bench`, the benchmark's ZFS part.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+#[cfg(feature = "bench")]
+pub mod bench;
 #[cfg(feature = "testing")]
 mod factory;
 
