@@ -1,7 +1,8 @@
 //! Test helpers (the `testing` feature; never in production): [`FakeFactory`], the
 //! conformance suite's factory for this backend, which `store-fake`'s own tests, the suite's
 //! tests and `cargo xtask conformance --engine fake` share; [`FakeSpec`], the crash test's way
-//! to the same storage from another process.
+//! to the same storage from another process; with the `bench` feature, `bench`, the
+//! benchmark's fake part.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +13,9 @@ use store_api::Store;
 #[cfg(feature = "test-defects")]
 use crate::CrashDefect;
 use crate::{BusyPolicy, FakeStore, Step, StepHook};
+
+#[cfg(feature = "bench")]
+pub mod bench;
 
 /// Opens [`FakeStore`]s for the conformance suite, each under its own temporary directory,
 /// with one busy policy; with the fault plan as the store's [`StepHook`] for the fault sweep,

@@ -170,8 +170,9 @@
 //! with [`StoreError::Locked`](store_api::StoreError::Locked) naming the holder.
 //!
 //! No operation lists datasets. Open costs one `zfs list` of the store plus repairs. What an
-//! operation costs at 10 and at 2,000 results is measured by `cargo xtask bench` (its scale
-//! phase), not asserted by a test.
+//! operation costs at 10 and at 2,000 results is measured by the benchmark
+//! (`testing::bench`, which `cargo xtask bench` runs; its scale phase), not asserted by a
+//! test.
 //!
 //! # Engines
 //!
@@ -255,7 +256,9 @@
 //! loudly without ZFS, fail if `ZSTORE_REQUIRE_ZFS=1`), `testing::RecordingRunner`,
 //! `testing::FaultRunner` (fail command N, or stop every command after N to simulate a
 //! crash, then reopen with a real runner) and `testing::FakeZfs` (an in-memory model of the
-//! commands, for fast tests without a pool, with zfs-fuse or OpenZFS behaviour).
+//! commands, for fast tests without a pool, with zfs-fuse or OpenZFS behaviour). With the
+//! `bench` feature, `testing::bench` is the benchmark's ZFS part: this store against
+//! OBuilder's ZFS command sequences on one pool, every `zfs`/`zpool` process counted.
 
 mod backoff;
 mod build;

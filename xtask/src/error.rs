@@ -70,6 +70,12 @@ pub enum XtaskError {
     /// The VM could not be booted or the guest set-up failed before the command ran.
     #[error("VM failed: {0}")]
     VmFailed(String),
+    /// The benchmark's ZFS part failed.
+    #[error(transparent)]
+    ZfsBench(#[from] store_zfs::testing::bench::BenchError),
+    /// The benchmark's fake part failed.
+    #[error(transparent)]
+    FakeBench(#[from] store_fake::testing::bench::BenchError),
     /// SIGINT, SIGTERM or SIGHUP arrived; cleanup has run.
     #[error("interrupted")]
     Interrupted,
@@ -100,9 +106,11 @@ impl XtaskError {
             XtaskError::Timeout { .. } => EXIT_TIMEOUT,
             XtaskError::VmFailed(_) => EXIT_VM_FAILED,
             XtaskError::Interrupted => EXIT_INTERRUPTED,
-            XtaskError::Spawn { .. } | XtaskError::CommandFailed { .. } | XtaskError::Io { .. } => {
-                EXIT_SETUP
-            }
+            XtaskError::Spawn { .. }
+            | XtaskError::CommandFailed { .. }
+            | XtaskError::Io { .. }
+            | XtaskError::ZfsBench(_)
+            | XtaskError::FakeBench(_) => EXIT_SETUP,
         }
     }
 }

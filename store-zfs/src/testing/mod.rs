@@ -2,7 +2,7 @@
 //! pools ([`TestPool`]), the conformance suite's factory ([`ZfsFactory`]), a runner that
 //! records every command ([`RecordingRunner`]) and one that fails or "crashes" at a chosen
 //! command ([`FaultRunner`]); [`ZfsSpec`], the crash test's way to a case's store from
-//! another process.
+//! another process; with the `bench` feature, `bench`, the benchmark's ZFS part.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+#[cfg(feature = "bench")]
+pub mod bench;
 #[cfg(feature = "testing")]
 mod crash_spec;
 #[cfg(feature = "testing")]

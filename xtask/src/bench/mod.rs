@@ -1,38 +1,33 @@
 //! `cargo xtask bench`: what each store operation costs, in wall time and in `zfs`/`zpool`
 //! processes, next to OBuilder's ZFS store's command sequences issued through the same runner
-//! on the same fresh pool ([`baseline`]); at 10 and at 2,000 existing results; and how fast the
-//! fake store builds compared with a plain copy ([`fake`]). Prints tables and the verdict on
-//! each target, and writes `target/bench/report.json` ([`report::BenchReport`]).
+//! on the same fresh pool, at 10 and at 2,000 existing results ([`store_zfs::testing::bench`]);
+//! and how fast the fake store builds compared with a plain copy
+//! ([`store_fake::testing::bench`]). The measuring is those libraries'; this is the driver:
+//! the options, the engine and a fresh pool (or the OpenZFS guest), cancellation, and the
+//! report: tables and the verdict on each target on stdout, and `target/bench/report.json`
+//! ([`report::BenchReport`]).
 //!
 //! `--engine vm` runs the ZFS part inside the OpenZFS guest: the host copies this binary in
 //! and runs the hidden `run-bench` there, which is the same code as a local run on kernel
 //! OpenZFS; its JSON report comes back through the control directory.
 
-mod baseline;
-mod counting;
-mod fake;
-mod ops;
 mod report;
-mod stats;
-mod subject;
-mod zfs_cmd;
-mod zfs_lane;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use store_fake::testing::bench::{self as fake_bench, FakePlan};
+use store_zfs::testing::bench::{self as zfs_bench, ZfsBench, ZfsPlan};
 
-use self::fake::FakePlan;
 use self::report::BenchReport;
-use self::zfs_lane::{ZfsBench, ZfsPlan};
 use crate::cancel::Cancel;
 use crate::cli::VmOptions;
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_OK, Result, XtaskError};
 use crate::pool::{self};
-use crate::runner::{Cmd, Runner};
+use crate::runner::Runner;
 use crate::vm::{self, GUEST_CTL, GuestExit};
 
 /// Options of the ZFS part, shared by `bench` and `run-bench`.
@@ -108,28 +103,6 @@ pub struct RunBenchArgs {
     pub zfs: ZfsBenchArgs,
 }
 
-fn fake_plan(quick: bool) -> FakePlan {
-    if quick {
-        FakePlan {
-            small_builds: 300,
-            big_builds: 3,
-        }
-    } else {
-        FakePlan {
-            small_builds: 1000,
-            big_builds: 10,
-        }
-    }
-}
-
-fn build_profile() -> String {
-    if cfg!(debug_assertions) {
-        "debug".into()
-    } else {
-        "release".into()
-    }
-}
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -148,22 +121,24 @@ pub async fn bench(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result
     let fake = if args.skip_fake {
         None
     } else {
-        Some(fake::run(fake_plan(args.zfs.quick)).await?)
+        let plan = FakePlan::new(args.zfs.quick);
+        Some(
+            cancel
+                .run(async { Ok(fake_bench::run(plan).await?) })
+                .await?,
+        )
     };
-    let report = BenchReport {
-        schema: report::SCHEMA,
-        commit: git_head(runner).await,
+    let report = BenchReport::new(
+        args.engine,
+        args.zfs.quick,
+        report::git_head(runner).await,
         started_unix,
-        quick: args.zfs.quick,
-        build_profile: build_profile(),
-        engine: format!("{:?}", args.engine).to_lowercase(),
-        targets: report::targets(zfs.as_ref(), fake.as_ref()),
         zfs,
         fake,
-    };
-    report::print(&report);
-    let out = args.out.clone().unwrap_or_else(default_report_path);
-    write_json(&report, &out)?;
+    );
+    report.print();
+    let out = args.out.clone().unwrap_or_else(report::default_path);
+    report.write(&out)?;
     println!();
     println!("report: {}", out.display());
     Ok(EXIT_OK)
@@ -178,19 +153,16 @@ pub async fn run_bench(runner: &Runner, cancel: &Cancel, args: &RunBenchArgs) ->
     }
     let started_unix = now_unix();
     let zfs = local_zfs(runner, cancel, args.engine, &args.zfs).await?;
-    let report = BenchReport {
-        schema: report::SCHEMA,
-        commit: None,
+    let report = BenchReport::new(
+        args.engine,
+        args.zfs.quick,
+        None,
         started_unix,
-        quick: args.zfs.quick,
-        build_profile: build_profile(),
-        engine: format!("{:?}", args.engine).to_lowercase(),
-        targets: report::targets(Some(&zfs), None),
-        zfs: Some(zfs),
-        fake: None,
-    };
-    report::print(&report);
-    write_json(&report, &args.report)?;
+        Some(zfs),
+        None,
+    );
+    report.print();
+    report.write(&args.report)?;
     Ok(EXIT_OK)
 }
 
@@ -211,14 +183,10 @@ async fn local_zfs(
         "xtask: bench: pool {name} mounted at {}",
         record.mountpoint.display()
     );
-    let measured = zfs_lane::run(
-        name.as_str(),
-        &record.mountpoint,
-        &engine.kind(),
-        z.plan(),
-        cancel,
-    )
-    .await;
+    // Cancelling drops the run mid-step; the pool destroyed below holds all it made.
+    let kind = engine.kind();
+    let run = zfs_bench::run(name.as_str(), &record.mountpoint, &kind, z.plan());
+    let measured = cancel.run(async { Ok(run.await?) }).await;
     let destroyed = pool::destroy(runner, &dir, &name).await;
     let finished = engine.finish(false).await;
     let measured = measured?;
@@ -282,42 +250,4 @@ async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<Zf
         ))),
         (other, _) => Err(XtaskError::VmFailed(format!("{other:?}"))),
     }
-}
-
-/// `<target dir>/bench/report.json`: `$CARGO_TARGET_DIR` or the workspace's `target`.
-fn default_report_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("target")
-        });
-    target.join("bench").join("report.json")
-}
-
-fn write_json(report: &BenchReport, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| XtaskError::io("creating", dir, e))?;
-    }
-    let text = serde_json::to_vec_pretty(report)
-        .map_err(|e| XtaskError::Invalid(format!("encoding the report: {e}")))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| XtaskError::io("writing the report", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| XtaskError::io("writing the report", path, e))
-}
-
-async fn git_head(runner: &Runner) -> Option<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let out = runner
-        .output(
-            &Cmd::new("git")
-                .arg("-C")
-                .arg(root)
-                .args(["rev-parse", "HEAD"]),
-        )
-        .await
-        .ok()?;
-    out.success().then(|| out.stdout.trim().to_owned())
 }

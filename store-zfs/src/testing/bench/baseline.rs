@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::zfs_cmd::Zfs;
-use crate::error::{Result, XtaskError};
+use super::{BenchError, Result};
 
 /// Which command set the baseline issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl Obuilder {
     fn chown(&self, path: &std::path::Path) -> Result<()> {
         let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
         std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
-            .map_err(|e| XtaskError::io("chown", path, e))
+            .map_err(|e| BenchError::io("chown", path, e))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CacheRec>> {
@@ -395,8 +395,8 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::Arc;
 
+    use crate::{Cmd, CmdOutput, RunError, Runner};
     use async_trait::async_trait;
-    use store_zfs::{Cmd, CmdOutput, RunError, Runner};
 
     use super::*;
 

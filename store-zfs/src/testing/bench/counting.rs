@@ -1,12 +1,12 @@
-//! [`CountingRunner`]: the `store_zfs::Runner` both stores under test go through, counting
+//! [`CountingRunner`]: the [`Runner`] both stores under test go through, counting
 //! every `zfs`/`zpool` process it starts (syncing and not, and "dataset is busy" retries) and
 //! recording the command lines (with how long each took) of the current measurement.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::{Cmd, CmdOutput, RunError, Runner, is_transient_busy};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use store_zfs::{Cmd, CmdOutput, RunError, Runner, is_transient_busy};
 
 /// Process counts over some span of time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

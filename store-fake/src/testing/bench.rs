@@ -1,16 +1,70 @@
-//! The fake store's part of the benchmark: builds per second from a base of 10 and of 10,000
-//! files, against a plain recursive copy of the same tree, on the default temporary
-//! directory and on tmpfs (`/dev/shm`), reported separately.
+//! The benchmark's fake part (the `bench` feature; not for production): builds per second
+//! from a base of 10 and of 10,000 files, against a plain recursive copy of the same tree,
+//! on the default temporary directory and on tmpfs (`/dev/shm`), reported separately.
+//! `cargo xtask bench` drives it ([`run`]), judges it ([`FakeBench::targets`]) and prints
+//! it ([`print()`]). Progress goes to stderr.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use store_api::{Id, Store, StoreExt};
-use store_fake::FakeStore;
+use store_api::{Id, NameError, Store, StoreError, StoreExt};
 
-use super::stats::{median, ms};
-use crate::error::{Result, XtaskError};
+use crate::FakeStore;
+
+/// What can stop the fake benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A file-system operation of the benchmark's own failed.
+    #[error("{context}: {path}: {source}")]
+    Io {
+        /// What the benchmark was doing.
+        context: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A call on the fake store failed (a build's error included).
+    #[error("fake store: {0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+    /// The base just built has no result.
+    #[error("fake store: the base has no result")]
+    NoBase,
+}
+
+impl From<StoreError> for BenchError {
+    fn from(e: StoreError) -> Self {
+        BenchError::Store(Box::new(e))
+    }
+}
+
+impl From<NameError> for BenchError {
+    fn from(e: NameError) -> Self {
+        BenchError::Store(Box::new(e))
+    }
+}
+
+impl From<store_api::BuildError<std::io::Error>> for BenchError {
+    fn from(e: store_api::BuildError<std::io::Error>) -> Self {
+        BenchError::Store(Box::new(e))
+    }
+}
+
+/// Results of this module.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// One target from the issue and how this run measured up (the same shape as the ZFS
+/// part's, so a report can list both).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// What is asked.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met or not.
+    pub met: bool,
+}
 
 /// How many builds to time per tree size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +73,23 @@ pub struct FakePlan {
     pub small_builds: usize,
     /// Builds from the 10,000-file base.
     pub big_builds: usize,
+}
+
+impl FakePlan {
+    /// The plan of a full run, or of a `--quick` one.
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            FakePlan {
+                small_builds: 300,
+                big_builds: 3,
+            }
+        } else {
+            FakePlan {
+                small_builds: 1000,
+                big_builds: 10,
+            }
+        }
+    }
 }
 
 /// The fake's part of the report.
@@ -80,7 +151,7 @@ pub async fn run(plan: FakePlan) -> Result<FakeBench> {
         let scratch = tempfile::Builder::new()
             .prefix("zstore-bench-")
             .tempdir_in(&dir)
-            .map_err(|e| XtaskError::io("creating a scratch directory", &dir, e))?;
+            .map_err(io("creating a scratch directory", &dir))?;
         let mut trees = Vec::new();
         for (files, samples) in [(10, plan.small_builds), (10_000, plan.big_builds)] {
             trees.push(tree(scratch.path(), files, samples).await?);
@@ -99,16 +170,16 @@ pub async fn run(plan: FakePlan) -> Result<FakeBench> {
     })
 }
 
-fn io<'a>(ctx: &'static str, p: &'a Path) -> impl Fn(std::io::Error) -> XtaskError + 'a {
-    move |e| XtaskError::io(ctx, p, e)
-}
-
-fn store_err(e: impl std::fmt::Display) -> XtaskError {
-    XtaskError::Invalid(format!("fake store: {e}"))
+fn io<'a>(context: &'static str, p: &'a Path) -> impl Fn(std::io::Error) -> BenchError + 'a {
+    move |source| BenchError::Io {
+        context,
+        path: p.to_owned(),
+        source,
+    }
 }
 
 fn id(s: String) -> Result<Id> {
-    Id::new(s).map_err(store_err)
+    Ok(Id::new(s)?)
 }
 
 /// Writes `files` small files, at most 100 per directory.
@@ -140,17 +211,12 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 
 async fn tree(scratch: &Path, files: usize, samples: usize) -> Result<TreeFigures> {
     let root = scratch.join(format!("store-{files}"));
-    let store = FakeStore::open(&root).map_err(store_err)?;
+    let store = FakeStore::open(&root)?;
     let base = id(format!("base-{files}"))?;
     store
         .build(None, &base, |dir| async move { make_tree(&dir, files) })
-        .await
-        .map_err(store_err)?;
-    let base_dir = store
-        .result(&base)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| store_err("the base has no result"))?;
+        .await?;
+    let base_dir = store.result(&base).await?.ok_or(BenchError::NoBase)?;
     let mut builds = Vec::with_capacity(samples);
     for j in 0..samples {
         let step = id(format!("step-{files}-{j}"))?;
@@ -159,10 +225,9 @@ async fn tree(scratch: &Path, files: usize, samples: usize) -> Result<TreeFigure
             .build(Some(&base), &step, |dir| async move {
                 std::fs::write(dir.join("out"), "step\n")
             })
-            .await
-            .map_err(store_err)?;
+            .await?;
         builds.push(t0.elapsed());
-        store.delete(&step).await.map_err(store_err)?;
+        store.delete(&step).await?;
     }
     let copies_dir = scratch.join(format!("copies-{files}"));
     std::fs::create_dir(&copies_dir).map_err(io("creating", &copies_dir))?;
@@ -178,7 +243,7 @@ async fn tree(scratch: &Path, files: usize, samples: usize) -> Result<TreeFigure
     let _ = std::fs::remove_dir_all(&root);
     let rate = |d: &[Duration]| d.len() as f64 / d.iter().sum::<Duration>().as_secs_f64();
     let med = |d: &[Duration]| {
-        let mut v: Vec<f64> = d.iter().map(|x| ms(*x)).collect();
+        let mut v: Vec<f64> = d.iter().map(|x| x.as_secs_f64() * 1000.0).collect();
         v.sort_by(f64::total_cmp);
         median(&v)
     };
@@ -208,5 +273,73 @@ fn fs_type(dir: &Path) -> String {
             other => format!("0x{other:x}"),
         },
         Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// The median of sorted values (mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+impl FakeBench {
+    /// Judges the figures against the issue's target: one verdict per file system.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        for loc in &self.locations {
+            if let Some(small) = loc.trees.iter().find(|tr| tr.files == 10) {
+                t.push(Target {
+                    target: format!(
+                        "fake store on {} ({}): ≥ {:.0} builds/s from a 10-file base",
+                        loc.label, loc.fs_type, self.target_small_builds_per_sec
+                    ),
+                    measured: format!("{:.0} builds/s", small.builds_per_sec),
+                    met: small.builds_per_sec >= self.target_small_builds_per_sec,
+                });
+            }
+        }
+        t
+    }
+}
+
+/// A rate per second: whole numbers from 10 up, one decimal below (a 10,000-file build runs
+/// well under once a second, and `0` would hide it).
+fn rate(per_sec: f64) -> String {
+    if per_sec >= 10.0 {
+        format!("{per_sec:.0}")
+    } else {
+        format!("{per_sec:.1}")
+    }
+}
+
+/// Prints the fake part's table on stdout (`quick`: the run was `--quick`, which the title
+/// says). The targets are the caller's to print, with the other parts'.
+pub fn print(f: &FakeBench, quick: bool) {
+    println!();
+    println!(
+        "Fake store: builds from a base vs a plain recursive copy of the base{}",
+        if quick { " (--quick)" } else { "" }
+    );
+    println!(
+        "{:<34} {:>7} {:>7} {:>10} {:>9} {:>10} {:>9} {:>8}",
+        "file system", "files", "samples", "builds/s", "med ms", "copies/s", "med ms", "vs copy"
+    );
+    for loc in &f.locations {
+        for tr in &loc.trees {
+            println!(
+                "{:<34} {:>7} {:>7} {:>10} {:>9.2} {:>10} {:>9.2} {:>7.2}×",
+                format!("{} ({}, {})", loc.label, loc.fs_type, loc.path.display()),
+                tr.files,
+                tr.samples,
+                rate(tr.builds_per_sec),
+                tr.build_median_ms,
+                rate(tr.copies_per_sec),
+                tr.copy_median_ms,
+                tr.vs_copy
+            );
+        }
     }
 }

@@ -1,23 +1,120 @@
-//! The ZFS part of the benchmark on a prepared pool: both stores side by side in their own
-//! datasets (`<pool>/zs` ours, `<pool>/ob` the baseline), a phase at 10 existing results and
-//! one at 2,000 (or fewer with `--quick`).
+//! The benchmark's ZFS part (the `bench` feature; not for production): what each store
+//! operation costs, in wall time and in `zfs`/`zpool` processes, next to OBuilder's ZFS store's
+//! command sequences issued through the same runner on the same pool (`baseline.rs`), at 10
+//! and at 2,000 existing results. `cargo xtask bench` drives it (engine, fresh pool, the
+//! OpenZFS guest, the JSON report); [`run`] needs only a pool it may fill.
+//!
+//! Both stores live side by side in their own datasets (`<pool>/zs` ours, `<pool>/ob` the
+//! baseline); a phase runs at [`ZfsPlan::small`] existing results and one at
+//! [`ZfsPlan::large`]. [`ZfsBench::targets`] judges the figures against issue 13's targets
+//! and [`print()`] writes the tables. Progress goes to stderr.
+//!
+//! [`run`] does not stop by itself: to cancel it, drop its future (the caller then destroys
+//! the pool, which holds everything it made).
 
-use std::path::Path;
+mod baseline;
+mod counting;
+mod ops;
+mod report;
+mod stats;
+mod subject;
+mod zfs_cmd;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use store_zfs::{SystemRunner, ZFS_FUSE_MOUNT_CAP, ZfsOptions, ZfsStore};
 use tokio::task::JoinSet;
 
-use super::baseline::{Dialect, Obuilder, ZFS_FUSE_SUBSTITUTIONS};
-use super::counting::CountingRunner;
-use super::ops::{CACHE, Harness, Phase};
-use super::subject::Subject;
-use super::zfs_cmd::Zfs;
-use crate::cancel::Cancel;
-use crate::error::{Result, XtaskError};
-use store_zfs::Engine;
+use self::baseline::{Dialect, Obuilder, ZFS_FUSE_SUBSTITUTIONS};
+use self::counting::CountingRunner;
+use self::ops::{CACHE, Harness};
+use self::subject::Subject;
+use self::zfs_cmd::Zfs;
+use crate::{Engine, RunError, SystemRunner, ZFS_FUSE_MOUNT_CAP, ZfsOptions, ZfsStore};
+
+pub use self::ops::{Op, OpFigures, Phase};
+pub use self::report::{CYCLE, NOISE_FLOOR_MS, SCALE_LIMIT, Target, cycle, print};
+pub use self::stats::Summary;
+
+/// What can stop the benchmark. Command failures keep the command line, how it ended and
+/// its stderr, so the message says exactly what ran and how it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A `zfs` command could not be run at all.
+    #[error("`{argv}`: {source}")]
+    Run {
+        /// The command line.
+        argv: String,
+        /// Why it did not run.
+        source: RunError,
+    },
+    /// A `zfs` command ran and exited unsuccessfully.
+    #[error("`{argv}` failed ({status}){}", stderr_suffix(.stderr))]
+    CommandFailed {
+        /// The command line.
+        argv: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// A call on the store under test failed (or a name the benchmark made was refused).
+    #[error("{what}: {source}")]
+    Store {
+        /// The call.
+        what: String,
+        /// The store's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file-system operation failed.
+    #[error("{context}: {path}: {source}")]
+    Io {
+        /// What the benchmark was doing.
+        context: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A store answered against the contract (a result just built missing, a stale copy
+    /// published, ...), or the benchmark broke its own invariant.
+    #[error("{0}")]
+    Unexpected(String),
+    /// A filling task panicked.
+    #[error("fill task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
+impl BenchError {
+    fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BenchError::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    fn store(what: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BenchError::Store {
+            what: what.into(),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Results of this module.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 
 /// How big a ZFS run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,14 +157,10 @@ const ZFS_FUSE_MOUNT_LIMIT: usize = 1000;
 /// Mounts left for others on the shared daemon whatever this run does.
 const MOUNT_HEADROOM: usize = 200;
 
-/// Runs the ZFS benchmark on pool `pool` (mounted at `mountpoint`).
-pub async fn run(
-    pool: &str,
-    mountpoint: &Path,
-    kind: &Engine,
-    plan: ZfsPlan,
-    cancel: &Cancel,
-) -> Result<ZfsBench> {
+/// Runs the ZFS benchmark on pool `pool` (mounted at `mountpoint`, served by `kind`). It
+/// creates `<pool>/zs` and `<pool>/ob` and leaves them and everything in them: the pool is
+/// meant to be thrown away afterwards.
+pub async fn run(pool: &str, mountpoint: &Path, kind: &Engine, plan: ZfsPlan) -> Result<ZfsBench> {
     let counter = CountingRunner::new(Arc::new(SystemRunner));
     let zfs = Zfs::new(counter.clone());
     let (ours_root, ob_root) = (format!("{pool}/zs"), format!("{pool}/ob"));
@@ -97,7 +190,7 @@ pub async fn run(
         },
     )
     .await
-    .map_err(|e| XtaskError::Invalid(format!("opening ZfsStore on {ours_root}: {e}")))?;
+    .map_err(|e| BenchError::store(format!("opening ZfsStore on {ours_root}"), e))?;
     let engine = ours.engine().to_string();
     let dialect = match kind {
         Engine::ZfsFuse => Dialect::ZfsFuse,
@@ -114,12 +207,11 @@ pub async fn run(
         counter: counter.clone(),
         ours: &ours,
         baseline: &baseline,
-        cancel,
     };
     let mut phases = Vec::new();
-    fill(&ours, &baseline, &zfs, 0, plan.small, kind, cancel).await?;
+    fill(&ours, &baseline, &zfs, 0, plan.small, kind).await?;
     phases.push(harness.phase("s", plan.iterations, plan.small).await?);
-    let fill_secs = fill(&ours, &baseline, &zfs, plan.small, plan.large, kind, cancel).await?;
+    let fill_secs = fill(&ours, &baseline, &zfs, plan.small, plan.large, kind).await?;
     phases.push(
         harness
             .phase("l", plan.large_iterations, plan.large)
@@ -191,25 +283,21 @@ async fn fill(
     from: usize,
     to: usize,
     kind: &Engine,
-    cancel: &Cancel,
 ) -> Result<(f64, f64)> {
     let concurrency = fill_concurrency(kind);
     if to <= from {
         return Ok((0.0, 0.0));
     }
     let Subject::Ours(store) = ours else {
-        return Err(XtaskError::Invalid("internal: fill order".into()));
+        return Err(BenchError::Unexpected("internal: fill order".into()));
     };
     let Subject::Baseline(ob) = baseline else {
-        return Err(XtaskError::Invalid("internal: fill order".into()));
+        return Err(BenchError::Unexpected("internal: fill order".into()));
     };
     eprintln!("xtask: bench: creating results {from}..{to} in both stores");
     let t0 = Instant::now();
     let mut set = JoinSet::new();
     for k in from..to {
-        if cancel.is_cancelled() {
-            return Err(XtaskError::Interrupted);
-        }
         if set.len() >= concurrency {
             joined(set.join_next().await)?;
         }
@@ -225,9 +313,6 @@ async fn fill(
     let ours_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for k in from..to {
-        if cancel.is_cancelled() {
-            return Err(XtaskError::Interrupted);
-        }
         if set.len() >= concurrency {
             joined(set.join_next().await)?;
         }
@@ -252,7 +337,6 @@ async fn fill(
 fn joined(r: Option<std::result::Result<Result<()>, tokio::task::JoinError>>) -> Result<()> {
     match r {
         None => Ok(()),
-        Some(Ok(r)) => r,
-        Some(Err(e)) => Err(XtaskError::Invalid(format!("fill task: {e}"))),
+        Some(r) => r?,
     }
 }

@@ -1,12 +1,11 @@
 //! Running single `zfs` commands for the benchmark (the baseline's commands and the set-up),
-//! through the same counting [`store_zfs::Runner`] as the store under test.
+//! through the same counting [`Runner`] as the store under test.
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 
-use store_zfs::{Backoff, Cmd, CmdOutput, Runner, is_transient_busy};
-
-use crate::error::{Result, XtaskError};
+use super::{BenchError, Result};
+use crate::{Backoff, Cmd, CmdOutput, Runner, is_transient_busy};
 
 /// A thin `zfs` front end over a runner.
 #[derive(Clone)]
@@ -27,7 +26,10 @@ impl Zfs {
         self.runner
             .run(&cmd)
             .await
-            .map_err(|e| XtaskError::Invalid(format!("`{cmd}`: {e}")))
+            .map_err(|source| BenchError::Run {
+                argv: cmd.to_string(),
+                source,
+            })
     }
 
     /// Runs `zfs ARGS`; a non-zero exit is an error keeping argv, status and stderr.
@@ -63,19 +65,19 @@ impl Zfs {
             .runner
             .mount_table()
             .await
-            .map_err(|e| XtaskError::io("reading the mount table", "/proc/mounts", e))?;
+            .map_err(|e| BenchError::io("reading the mount table", "/proc/mounts", e))?;
         Ok(table.lines().any(|l| {
             let mut f = l.split_whitespace();
             f.next()
-                .is_some_and(|src| store_zfs::mounts::unescape(src) == ds)
+                .is_some_and(|src| crate::mounts::unescape(src) == ds)
                 && f.nth(1).is_some_and(|t| t == "fuse.zfs" || t == "zfs")
         }))
     }
 }
 
 /// The error for a command that exited unsuccessfully.
-pub fn failed(args: &[&str], out: &CmdOutput) -> XtaskError {
-    XtaskError::CommandFailed {
+pub fn failed(args: &[&str], out: &CmdOutput) -> BenchError {
+    BenchError::CommandFailed {
         argv: format!("zfs {}", args.join(" ")),
         status: std::process::ExitStatus::from_raw(out.status.unwrap_or(255) << 8),
         stderr: out.stderr.trim().to_owned(),

@@ -1,13 +1,12 @@
-//! The two stores measured side by side: ours ([`store_zfs::ZfsStore`]) and the OBuilder
+//! The two stores measured side by side: ours ([`ZfsStore`]) and the OBuilder
 //! baseline ([`Obuilder`]), behind one set of calls so every step runs the same way on both.
 
 use std::path::{Path, PathBuf};
 
-use store_api::{CacheLease, CacheName, Id, ReleaseOutcome, Store, StoreExt, User};
-use store_zfs::ZfsStore;
-
 use super::baseline::{ObLease, Obuilder};
-use crate::error::{Result, XtaskError};
+use super::{BenchError, Result};
+use crate::ZfsStore;
+use store_api::{CacheLease, CacheName, Id, ReleaseOutcome, Store, StoreExt, User};
 
 /// Which store a sample is of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,11 +44,7 @@ impl Lease {
 }
 
 fn id(s: &str) -> Result<Id> {
-    Id::new(s).map_err(|e| XtaskError::Invalid(format!("bench id {s:?}: {e}")))
-}
-
-fn store_err(what: &str, e: impl std::fmt::Display) -> XtaskError {
-    XtaskError::Invalid(format!("{what}: {e}"))
+    Id::new(s).map_err(|e| BenchError::store(format!("bench id {s:?}"), e))
 }
 
 /// What every build writes: a log and one output file (a small build step).
@@ -64,7 +59,7 @@ pub fn me() -> Result<User> {
         rustix::process::getuid().as_raw(),
         rustix::process::getgid().as_raw(),
     )
-    .map_err(|e| store_err("current user", e))
+    .map_err(|e| BenchError::store("current user", e))
 }
 
 impl Subject {
@@ -87,11 +82,11 @@ impl Subject {
                     write_outputs(&dir, &owned)
                 })
                 .await
-                .map_err(|e| store_err(&format!("build {name}"), e))
+                .map_err(|e| BenchError::store(format!("build {name}"), e))
             }
             Subject::Baseline(o) => {
                 let dir = o.prepare(base, name).await?;
-                write_outputs(&dir, name).map_err(|e| XtaskError::io("build", &dir, e))?;
+                write_outputs(&dir, name).map_err(|e| BenchError::io("build", &dir, e))?;
                 o.commit(name).await
             }
         }
@@ -103,7 +98,7 @@ impl Subject {
             Subject::Ours(s) => s
                 .result(&id(name)?)
                 .await
-                .map_err(|e| store_err(&format!("result {name}"), e)),
+                .map_err(|e| BenchError::store(format!("result {name}"), e)),
             Subject::Baseline(o) => o.result(name).await,
         }
     }
@@ -114,7 +109,7 @@ impl Subject {
             Subject::Ours(s) => s
                 .delete(&id(name)?)
                 .await
-                .map_err(|e| store_err(&format!("delete {name}"), e)),
+                .map_err(|e| BenchError::store(format!("delete {name}"), e)),
             Subject::Baseline(o) => o.delete(name).await,
         }
     }
@@ -123,11 +118,11 @@ impl Subject {
     pub async fn acquire(&self, name: &str) -> Result<Lease> {
         match self {
             Subject::Ours(s) => {
-                let cache = CacheName::new(name).map_err(|e| store_err("cache name", e))?;
+                let cache = CacheName::new(name).map_err(|e| BenchError::store("cache name", e))?;
                 s.cache(me()?, &cache)
                     .await
                     .map(Lease::Ours)
-                    .map_err(|e| store_err(&format!("cache {name}"), e))
+                    .map_err(|e| BenchError::store(format!("cache {name}"), e))
             }
             Subject::Baseline(o) => o.cache(name).await.map(Lease::Baseline),
         }
@@ -140,9 +135,9 @@ impl Subject {
                 .release()
                 .await
                 .map(|o| o == ReleaseOutcome::Published)
-                .map_err(|e| store_err("release", e)),
+                .map_err(|e| BenchError::store("release", e)),
             (Subject::Baseline(o), Lease::Baseline(l)) => o.release(l).await,
-            _ => Err(XtaskError::Invalid(
+            _ => Err(BenchError::Unexpected(
                 "internal: a lease released to the other store".into(),
             )),
         }
@@ -154,7 +149,7 @@ impl Subject {
             Subject::Ours(s) => s
                 .complete_deletes()
                 .await
-                .map_err(|e| store_err("complete_deletes", e)),
+                .map_err(|e| BenchError::store("complete_deletes", e)),
             Subject::Baseline(o) => {
                 o.complete_deletes().await;
                 Ok(())

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::counting::CountingRunner;
 use super::stats::{Sample, Summary, median_ratio};
 use super::subject::{Lease, Side, Subject};
-use crate::cancel::Cancel;
-use crate::error::{Result, XtaskError};
+use super::{BenchError, Result};
 
 /// The operations measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,8 +116,6 @@ pub struct Harness<'a> {
     pub ours: &'a Subject,
     /// The baseline.
     pub baseline: &'a Subject,
-    /// Stops between steps on SIGINT/SIGTERM.
-    pub cancel: &'a Cancel,
 }
 
 #[derive(Default)]
@@ -142,9 +139,6 @@ impl Harness<'_> {
         subject: &Subject,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        if self.cancel.is_cancelled() {
-            return Err(XtaskError::Interrupted);
-        }
         self.settle().await;
         self.counter.take_lines();
         let before = self.counter.counts();
@@ -246,7 +240,7 @@ impl Harness<'_> {
         for lease in leases.iter().flatten() {
             // What a build step does with its cache copy.
             let file = lease.path().join("touched");
-            std::fs::write(&file, tag).map_err(|e| XtaskError::io("writing", &file, e))?;
+            std::fs::write(&file, tag).map_err(|e| BenchError::io("writing", &file, e))?;
         }
         for (k, s) in order.iter().enumerate() {
             let lease = take(&mut leases[k])?;
@@ -287,14 +281,14 @@ impl Harness<'_> {
 
 fn take(slot: &mut Option<Lease>) -> Result<Lease> {
     slot.take()
-        .ok_or_else(|| XtaskError::Invalid("internal: lease missing".into()))
+        .ok_or_else(|| BenchError::Unexpected("internal: lease missing".into()))
 }
 
 fn expect(ok: bool, s: &Subject, what: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(XtaskError::Invalid(format!(
+        Err(BenchError::Unexpected(format!(
             "bench: {} store: {what}",
             match s.side() {
                 Side::Ours => "our",
