@@ -158,6 +158,7 @@
 
 mod bad_input;
 pub mod broken;
+mod check_line;
 mod concurrency;
 mod config;
 pub mod crash;
@@ -178,6 +179,7 @@ mod sequences;
 mod suite;
 mod tree;
 
+pub use check_line::{CheckLine, LineVerdict};
 pub use config::{Config, ConfigError, ProgressFn};
 pub use factory::{Capabilities, FactoryError, StoreFactory};
 pub use fault_plan::{Fault, FaultPlan, StepGuard, Verdict};

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 
+use crate::check_line::{CheckLine, LineVerdict};
 use crate::concurrency::{CONCURRENCY, concurrency};
 use crate::config::{Config, ConfigError};
 use crate::exec::{Settings, current_user};
@@ -338,7 +339,7 @@ pub fn __run_check_in_test<F: StoreFactory>(factory: F, check: &str) {
         uncaptured(&summary(
             check,
             &factory.name(),
-            "SKIPPED",
+            LineVerdict::Skipped,
             0.0,
             Some("not selected by ZSTORE_CONFORMANCE_ONLY".into()),
         ));
@@ -374,7 +375,13 @@ pub const REPLAY_ENV: &str = "ZSTORE_CONFORMANCE_REPLAY";
 pub fn __run_self_test_in_test<F: StoreFactory>(factory: F) {
     let backend = factory.name();
     if let Some(why) = factory.unavailable() {
-        uncaptured(&summary("self_test", &backend, "SKIPPED", 0.0, Some(why)));
+        uncaptured(&summary(
+            "self_test",
+            &backend,
+            LineVerdict::Skipped,
+            0.0,
+            Some(why),
+        ));
         return;
     }
     let started = Instant::now();
@@ -382,7 +389,11 @@ pub fn __run_self_test_in_test<F: StoreFactory>(factory: F) {
     uncaptured(&summary(
         "self_test",
         &backend,
-        if verdict.caught { "passed" } else { "FAILED" },
+        if verdict.caught {
+            LineVerdict::Passed
+        } else {
+            LineVerdict::Failed
+        },
         started.elapsed().as_secs_f64(),
         Some(verdict.explanation.clone()),
     ));
@@ -404,15 +415,15 @@ fn test_runtime() -> tokio::runtime::Runtime {
 /// sequence's length, and the check's detail.
 fn summary_line(c: &CheckReport, backend: &str) -> String {
     let (verdict, why) = match &c.outcome {
-        CheckOutcome::Passed => ("passed", None),
-        CheckOutcome::Skipped(why) => ("SKIPPED", Some(why.clone())),
+        CheckOutcome::Passed => (LineVerdict::Passed, None),
+        CheckOutcome::Skipped(why) => (LineVerdict::Skipped, Some(why.clone())),
         CheckOutcome::Failed(f) => {
             let first = f.message.lines().next().unwrap_or("").to_owned();
             let why = match &f.sequence {
                 Some(seq) => format!("minimal failing sequence: {} steps; {first}", seq.ops.len()),
                 None => first,
             };
-            ("FAILED", Some(why))
+            (LineVerdict::Failed, Some(why))
         }
     };
     let detail: Vec<String> = why.into_iter().chain(c.detail.clone()).collect();
@@ -420,16 +431,23 @@ fn summary_line(c: &CheckReport, backend: &str) -> String {
     summary(&c.name, backend, verdict, c.took.as_secs_f64(), detail)
 }
 
-/// `conformance: <check> on <backend>: <passed|FAILED|SKIPPED> in 1.23 s[ -- detail]`: the
-/// one format of the line every generated test prints (`cargo xtask conformance` reads its
-/// table off it).
-fn summary(check: &str, backend: &str, verdict: &str, secs: f64, detail: Option<String>) -> String {
-    let mut line = format!("conformance: {check} on {backend}: {verdict} in {secs:.2} s");
-    if let Some(detail) = detail {
-        line.push_str(" -- ");
-        line.push_str(&detail);
+/// The [`CheckLine`] every generated test prints (`cargo xtask conformance` reads its table
+/// off it).
+fn summary(
+    check: &str,
+    backend: &str,
+    verdict: LineVerdict,
+    secs: f64,
+    detail: Option<String>,
+) -> String {
+    CheckLine {
+        check: check.to_owned(),
+        backend: backend.to_owned(),
+        verdict,
+        secs,
+        detail,
     }
-    line
+    .to_string()
 }
 
 /// Writes a line to standard error past libtest's capture (which only takes `eprintln!`),

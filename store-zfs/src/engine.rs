@@ -27,6 +27,24 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Asks `zfs version` through `runner` which engine this machine's `zfs` is: the one
+    /// detection the store (at open), its tests and xtask share. Before the engine is known
+    /// it is not known whether the daemon must be served one command at a time, so the
+    /// command takes the zfs-fuse daemon lock whatever the engine.
+    ///
+    /// # Errors
+    /// [`StoreError::Command`](crate::StoreError) when `zfs` cannot run, or `zfs version`
+    /// fails in any other way than zfs-fuse's "unrecognized command".
+    pub async fn detect(
+        runner: std::sync::Arc<dyn crate::Runner>,
+    ) -> Result<Self, store_api::StoreError> {
+        let probe = crate::zfs_cli::Zfs::new(runner).serialize_commands(true);
+        Ok(match probe.version().await? {
+            Some(version) => Engine::OpenZfs { version },
+            None => Engine::ZfsFuse,
+        })
+    }
+
     /// Whether this is zfs-fuse (or another pre-OpenZFS CLI).
     pub fn is_zfs_fuse(&self) -> bool {
         matches!(self, Engine::ZfsFuse)

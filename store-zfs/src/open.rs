@@ -34,13 +34,7 @@ pub async fn open(
     runner: Arc<dyn Runner>,
     limits: Limits,
 ) -> Result<Shared, StoreError> {
-    // Detecting the engine talks to the daemon too, before it is known whether one must be
-    // served a command at a time: take the daemon lock for it whatever the engine.
-    let probe = Zfs::new(Arc::clone(&runner)).serialize_commands(true);
-    let engine = match probe.version().await? {
-        Some(version) => Engine::OpenZfs { version },
-        None => Engine::ZfsFuse,
-    };
+    let engine = Engine::detect(Arc::clone(&runner)).await?;
     let zfs = Zfs::new(runner).serialize_commands(engine.is_zfs_fuse());
     let root = locate(&zfs, location).await?;
     // Before anything changes: a second opener must not repair away the first one's work.

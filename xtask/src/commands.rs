@@ -201,8 +201,8 @@ pub async fn vm(runner: &Runner, cancel: &Cancel, cmd: VmCommand) -> Result<u8> 
 }
 
 /// `cargo xtask engines`: what this machine offers.
-pub async fn engines(runner: &Runner) -> Result<u8> {
-    match engine::detect_kernel_openzfs(runner).await {
+pub async fn engines() -> Result<u8> {
+    match engine::detect_kernel_openzfs().await {
         Ok(v) => println!("kernel:   available ({v})"),
         Err(why) => println!("kernel:   not available: {why}"),
     }

@@ -72,7 +72,7 @@ async fn dispatch(command: Command) -> Result<u8> {
         Command::RunSuite(args) => conformance::run_suite(&runner, &cancel, &args).await,
         Command::Pool(cmd) => commands::pool(&runner, cmd).await,
         Command::Vm(cmd) => commands::vm(&runner, &cancel, cmd).await,
-        Command::Engines => commands::engines(&runner).await,
+        Command::Engines => commands::engines().await,
         Command::Ci(args) => ci::run(&runner, &cancel, &args).await,
         Command::Bench(args) => bench::bench(&runner, &cancel, &args).await,
         Command::RunBench(args) => bench::run_bench(&runner, &cancel, &args).await,

@@ -242,28 +242,18 @@ pub fn parse(lines: &[String]) -> SuiteReport {
     report
 }
 
-/// One `conformance: <check> on <backend>: <verdict> in <secs> s[ -- <detail>]` line.
+/// One [`conformance::CheckLine`] as a case.
 fn summary(line: &str) -> Option<CaseResult> {
-    let rest = line.strip_prefix("conformance: ")?;
-    let (name, rest) = rest.split_once(" on ")?;
-    let (verdict, rest) = ["passed", "FAILED", "SKIPPED"].iter().find_map(|v| {
-        let marker = format!(": {v} in ");
-        rest.find(&marker)
-            .map(|at| (*v, &rest[at + marker.len()..]))
-    })?;
-    let (secs, detail) = match rest.split_once(" s -- ") {
-        Some((secs, detail)) => (secs, Some(detail.to_owned())),
-        None => (rest.strip_suffix(" s")?, None),
-    };
+    let l = conformance::CheckLine::parse(line)?;
     Some(CaseResult {
-        name: name.to_owned(),
-        status: match verdict {
-            "passed" => CaseStatus::Passed,
-            "SKIPPED" => CaseStatus::Skipped,
-            _ => CaseStatus::Failed,
+        name: l.check,
+        status: match l.verdict {
+            conformance::LineVerdict::Passed => CaseStatus::Passed,
+            conformance::LineVerdict::Skipped => CaseStatus::Skipped,
+            conformance::LineVerdict::Failed => CaseStatus::Failed,
         },
-        secs: secs.parse().ok()?,
-        message: detail,
+        secs: l.secs,
+        message: l.detail,
     })
 }
 

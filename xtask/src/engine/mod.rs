@@ -110,8 +110,8 @@ impl LocalEngine {
 }
 
 /// Prepares the kernel OpenZFS engine, or says why it is not available.
-pub async fn prepare_kernel(runner: &Runner) -> Result<LocalEngine> {
-    match detect_kernel_openzfs(runner).await {
+pub async fn prepare_kernel() -> Result<LocalEngine> {
+    match detect_kernel_openzfs().await {
         Ok(version) => Ok(LocalEngine::Kernel { version }),
         Err(why) => Err(XtaskError::Missing {
             what: format!("kernel OpenZFS is not available: {why}"),
@@ -142,10 +142,10 @@ pub async fn prepare_zfs_fuse(runner: &Runner) -> Result<LocalEngine> {
 /// ZFS engines and are handled by the caller.
 pub async fn prepare_local(runner: &Runner, choice: EngineChoice) -> Result<LocalEngine> {
     match choice {
-        EngineChoice::Kernel => prepare_kernel(runner).await,
+        EngineChoice::Kernel => prepare_kernel().await,
         EngineChoice::ZfsFuse => prepare_zfs_fuse(runner).await,
         EngineChoice::Auto => {
-            let kernel_why = match detect_kernel_openzfs(runner).await {
+            let kernel_why = match detect_kernel_openzfs().await {
                 Ok(version) => return Ok(LocalEngine::Kernel { version }),
                 Err(why) => why,
             };
