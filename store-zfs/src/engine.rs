@@ -33,7 +33,7 @@ impl Engine {
     /// command takes the zfs-fuse daemon lock whatever the engine.
     ///
     /// # Errors
-    /// [`StoreError::Command`](crate::StoreError) when `zfs` cannot run, or `zfs version`
+    /// [`StoreError::Command`](store_api::StoreError::Command) when `zfs` cannot run, or `zfs version`
     /// fails in any other way than zfs-fuse's "unrecognized command".
     pub async fn detect(
         runner: std::sync::Arc<dyn crate::Runner>,
