@@ -4,8 +4,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// How a check ended, as its line says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LineVerdict {
     /// `passed`.
     Passed,
@@ -28,7 +31,7 @@ impl LineVerdict {
 /// `conformance: <check> on <backend>: <passed|FAILED|SKIPPED> in 1.23 s[ -- <detail>]`: the
 /// one format of the per-check line. [`Display`](fmt::Display) writes it;
 /// [`parse`](CheckLine::parse) reads it back.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckLine {
     /// The check's name (see [`check_names`](crate::check_names), or `self_test`).
     pub check: String,

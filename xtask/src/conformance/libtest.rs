@@ -11,7 +11,9 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::report::{CaseResult, CaseStatus, SelfTestVerdict, SuiteReport};
+use conformance::{CheckLine, LineVerdict};
+
+use super::report::{SelfTestVerdict, SuiteReport};
 use crate::error::{Result, XtaskError};
 use crate::runner::{Cmd, Runner};
 
@@ -213,11 +215,13 @@ async fn echo<R: tokio::io::AsyncRead + Unpin>(
 pub fn parse(lines: &[String]) -> SuiteReport {
     let mut report = SuiteReport::default();
     for line in lines {
-        let Some(case) = summary(line) else { continue };
-        if case.name == "self_test" {
+        let Some(case) = CheckLine::parse(line) else {
+            continue;
+        };
+        if case.check == "self_test" {
             report.self_test = Some(SelfTestVerdict {
-                caught: case.status == CaseStatus::Passed,
-                explanation: case.message.clone().unwrap_or_default(),
+                caught: case.verdict == LineVerdict::Passed,
+                explanation: case.detail.clone().unwrap_or_default(),
             });
         }
         report.cases.push(case);
@@ -230,31 +234,17 @@ pub fn parse(lines: &[String]) -> SuiteReport {
             continue;
         };
         let name = path.rsplit("::").next().unwrap_or(path);
-        if !report.cases.iter().any(|c| c.name == name) {
-            report.cases.push(CaseResult {
-                name: name.to_owned(),
-                status: CaseStatus::Failed,
+        if !report.cases.iter().any(|c| c.check == name) {
+            report.cases.push(CheckLine {
+                check: name.to_owned(),
+                backend: String::new(),
+                verdict: LineVerdict::Failed,
                 secs: 0.0,
-                message: Some(format!("{path} failed before it reported (see its output)")),
+                detail: Some(format!("{path} failed before it reported (see its output)")),
             });
         }
     }
     report
-}
-
-/// One [`conformance::CheckLine`] as a case.
-fn summary(line: &str) -> Option<CaseResult> {
-    let l = conformance::CheckLine::parse(line)?;
-    Some(CaseResult {
-        name: l.check,
-        status: match l.verdict {
-            conformance::LineVerdict::Passed => CaseStatus::Passed,
-            conformance::LineVerdict::Skipped => CaseStatus::Skipped,
-            conformance::LineVerdict::Failed => CaseStatus::Failed,
-        },
-        secs: l.secs,
-        message: l.detail,
-    })
 }
 
 #[cfg(test)]
@@ -279,7 +269,7 @@ mod tests {
              conformance: self_test on zfs-fuse: passed in 30.10 s -- caught with a shrunk 4-step sequence\n",
         );
         let r = parse(&out);
-        let names: Vec<&str> = r.cases.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = r.cases.iter().map(|c| c.check.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -293,13 +283,13 @@ mod tests {
         );
         assert_eq!((r.passed(), r.failed(), r.skipped()), (3, 2, 1));
         assert_eq!(
-            r.cases[1].message.as_deref(),
+            r.cases[1].detail.as_deref(),
             Some("62 faults injected; 76 s")
         );
         assert!((r.cases[1].secs - 75.69).abs() < 1e-9);
         assert!(
             r.cases[2]
-                .message
+                .detail
                 .as_deref()
                 .is_some_and(|m| m.starts_with("minimal failing sequence: 4 steps")),
             "{:?}",
@@ -307,7 +297,7 @@ mod tests {
         );
         assert!(
             r.cases[5]
-                .message
+                .detail
                 .as_deref()
                 .is_some_and(|m| m.contains("real_pool::load"))
         );

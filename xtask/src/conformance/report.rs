@@ -3,42 +3,17 @@
 
 use std::io::Write;
 
+use conformance::{CheckLine, LineVerdict};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EXIT_FAILED, EXIT_OK};
 use crate::leaks::LeakReport;
 
-/// How one case (one check of the suite) ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CaseStatus {
-    /// The store behaved as the contract says.
-    Passed,
-    /// The store broke the contract.
-    Failed,
-    /// Not applicable to this backend.
-    Skipped,
-}
-
-/// One case's result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CaseResult {
-    /// The case name.
-    pub name: String,
-    /// How it ended.
-    pub status: CaseStatus,
-    /// How long it took.
-    pub secs: f64,
-    /// Why it failed or was skipped (a failed property check's includes the length of its
-    /// minimal failing sequence), or its detail.
-    pub message: Option<String>,
-}
-
 /// What the suite reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SuiteReport {
-    /// Every case, in the order run.
-    pub cases: Vec<CaseResult>,
+    /// Every case (one check of the suite), in the order run.
+    pub cases: Vec<CheckLine>,
     /// The seed used, to repeat the run.
     pub seed: Option<u64>,
     /// For the suite's self-test (a deliberately broken store): whether it was caught.
@@ -69,20 +44,20 @@ pub struct TestRun {
 }
 
 impl SuiteReport {
-    fn count(&self, status: CaseStatus) -> usize {
-        self.cases.iter().filter(|c| c.status == status).count()
+    fn count(&self, verdict: LineVerdict) -> usize {
+        self.cases.iter().filter(|c| c.verdict == verdict).count()
     }
     /// Cases that passed.
     pub fn passed(&self) -> usize {
-        self.count(CaseStatus::Passed)
+        self.count(LineVerdict::Passed)
     }
     /// Cases that failed.
     pub fn failed(&self) -> usize {
-        self.count(CaseStatus::Failed)
+        self.count(LineVerdict::Failed)
     }
     /// Cases skipped as not applicable.
     pub fn skipped(&self) -> usize {
-        self.count(CaseStatus::Skipped)
+        self.count(LineVerdict::Skipped)
     }
 }
 
@@ -153,22 +128,22 @@ impl RunReport {
                 let width = report
                     .cases
                     .iter()
-                    .map(|c| c.name.len())
+                    .map(|c| c.check.len())
                     .max()
                     .unwrap_or(4)
                     .max(4);
                 let _ = writeln!(out, "{:<width$}  result  time", "case");
-                let mut cases: Vec<&CaseResult> = report.cases.iter().collect();
+                let mut cases: Vec<&CheckLine> = report.cases.iter().collect();
                 // Failures last, next to the final line, where they are seen.
-                cases.sort_by_key(|c| c.status == CaseStatus::Failed);
+                cases.sort_by_key(|c| c.verdict == LineVerdict::Failed);
                 for c in cases {
-                    let verdict = match c.status {
-                        CaseStatus::Passed => "ok",
-                        CaseStatus::Failed => "FAILED",
-                        CaseStatus::Skipped => "skip",
+                    let verdict = match c.verdict {
+                        LineVerdict::Passed => "ok",
+                        LineVerdict::Failed => "FAILED",
+                        LineVerdict::Skipped => "skip",
                     };
-                    let _ = writeln!(out, "{:<width$}  {verdict:<6}  {:>6.2} s", c.name, c.secs);
-                    if let Some(m) = &c.message {
+                    let _ = writeln!(out, "{:<width$}  {verdict:<6}  {:>6.2} s", c.check, c.secs);
+                    if let Some(m) = &c.detail {
                         for line in m.lines() {
                             let _ = writeln!(out, "    {line}");
                         }
@@ -227,20 +202,21 @@ impl RunReport {
 mod tests {
     use super::*;
 
-    fn case(name: &str, passed: bool) -> CaseResult {
-        CaseResult {
-            name: name.into(),
-            status: if passed {
-                CaseStatus::Passed
+    fn case(name: &str, passed: bool) -> CheckLine {
+        CheckLine {
+            check: name.into(),
+            backend: "zfs-fuse".into(),
+            verdict: if passed {
+                LineVerdict::Passed
             } else {
-                CaseStatus::Failed
+                LineVerdict::Failed
             },
             secs: 0.1,
-            message: None,
+            detail: None,
         }
     }
 
-    fn suite(cases: Vec<CaseResult>) -> SuiteReport {
+    fn suite(cases: Vec<CheckLine>) -> SuiteReport {
         SuiteReport {
             cases,
             seed: Some(1),
