@@ -101,6 +101,69 @@ impl StoreError {
     }
 }
 
+/// Equal when the same variant with equal fields, so that tests can `assert_eq!` on errors.
+/// The parts that have no equality of their own compare by what they say: an
+/// [`std::io::Error`] by its kind and message, a backend error's source by its message.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        use StoreError::*;
+        match (self, other) {
+            (MissingBase { base: a }, MissingBase { base: b }) => a == b,
+            (AlreadyBuilt { id: a }, AlreadyBuilt { id: b })
+            | (BuildInProgress { id: a }, BuildInProgress { id: b }) => a == b,
+            (
+                Io {
+                    action: a1,
+                    path: p1,
+                    source: s1,
+                },
+                Io {
+                    action: a2,
+                    path: p2,
+                    source: s2,
+                },
+            ) => a1 == a2 && p1 == p2 && s1.kind() == s2.kind() && s1.to_string() == s2.to_string(),
+            (Command(a), Command(b)) => a == b,
+            (
+                NotADirectory {
+                    path: p1,
+                    found: f1,
+                },
+                NotADirectory {
+                    path: p2,
+                    found: f2,
+                },
+            ) => p1 == p2 && f1 == f2,
+            (
+                Locked {
+                    what: w1,
+                    path: p1,
+                    holder: h1,
+                },
+                Locked {
+                    what: w2,
+                    path: p2,
+                    holder: h2,
+                },
+            ) => w1 == w2 && p1 == p2 && h1 == h2,
+            (
+                Backend {
+                    message: m1,
+                    source: s1,
+                },
+                Backend {
+                    message: m2,
+                    source: s2,
+                },
+            ) => {
+                m1 == m2
+                    && s1.as_ref().map(ToString::to_string) == s2.as_ref().map(ToString::to_string)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Who holds a file lock, for [`StoreError::Locked`]: a process id and its command name,
 /// read from `/proc/locks` and `/proc/<pid>/comm` where the system has them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -206,8 +269,9 @@ impl CommandFailure {
 /// `build` failed: either the caller's build function failed, or the store did.
 ///
 /// `E` is the build function's own error type, handed back exactly as the function returned it
-/// (see [`StoreExt::build`](crate::StoreExt::build)).
-#[derive(Debug)]
+/// (see [`StoreExt::build`](crate::StoreExt::build)). Comparable (`==`) when `E` is, the store's
+/// part as [`StoreError`]'s equality says.
+#[derive(Debug, PartialEq)]
 pub enum BuildError<E> {
     /// The build function returned this error. Nothing was recorded for the id.
     Failed(E),
@@ -296,5 +360,30 @@ mod tests {
         };
         assert_eq!(named.to_string(), "process 42 (builder)");
         assert!(LockHolder::default().to_string().contains("not named"));
+    }
+
+    #[test]
+    fn errors_compare_by_what_they_say() {
+        let io = |kind, msg: &str| StoreError::io("reading", "/x", std::io::Error::new(kind, msg));
+        use std::io::ErrorKind::{NotFound, PermissionDenied};
+        assert_eq!(io(NotFound, "gone"), io(NotFound, "gone"));
+        assert_ne!(io(NotFound, "gone"), io(PermissionDenied, "gone"));
+        assert_ne!(io(NotFound, "gone"), io(NotFound, "elsewhere"));
+        let id = Id::new("a").expect("id");
+        assert_ne!(
+            StoreError::AlreadyBuilt { id: id.clone() },
+            StoreError::BuildInProgress { id: id.clone() }
+        );
+        assert_eq!(StoreError::backend("x"), StoreError::backend("x"));
+        let built: BuildError<String> = BuildError::Failed("exit 1".into());
+        assert_eq!(built, BuildError::Failed("exit 1".into()));
+        assert_ne!(
+            built,
+            BuildError::Store(StoreError::MissingBase { base: id.clone() })
+        );
+        assert_eq!(
+            BuildError::<String>::Store(StoreError::MissingBase { base: id.clone() }),
+            BuildError::Store(StoreError::MissingBase { base: id })
+        );
     }
 }
