@@ -84,6 +84,10 @@ struct Shared {
     holders: Gauge,
     /// The first wave waits until this many copies are out at once.
     wave: usize,
+    /// Chains that got a permit so far: the first `wave` of them are the first wave. Not the
+    /// chains numbered below `wave`: tasks take permits in no set order, and a first-wave
+    /// build whose fellows hold no permit would wait out the whole gate.
+    started: AtomicUsize,
     published: Mutex<BTreeSet<String>>,
     discarded: AtomicUsize,
     errors: Mutex<Vec<String>>,
@@ -141,6 +145,7 @@ async fn run(ctx: Ctx, builds: usize, jobs: usize) -> (CheckOutcome, Option<Stri
         builds: Gauge::default(),
         holders: Gauge::default(),
         wave: jobs.min(chains.len()),
+        started: AtomicUsize::new(0),
         published: Mutex::new(BTreeSet::new()),
         discarded: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
@@ -156,8 +161,9 @@ async fn run(ctx: Ctx, builds: usize, jobs: usize) -> (CheckOutcome, Option<Stri
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
+            let first_wave = shared.started.fetch_add(1, Ordering::SeqCst) < shared.wave;
             for level in 1..=levels {
-                if let Err(e) = build_one(&shared, chain, level).await {
+                if let Err(e) = build_one(&shared, chain, level, first_wave && level == 1).await {
                     shared.error(e);
                     return;
                 }
@@ -267,7 +273,12 @@ async fn run(ctx: Ctx, builds: usize, jobs: usize) -> (CheckOutcome, Option<Stri
 
 /// Builds level `level` of `chain` on the level below, holding a copy of the shared cache
 /// while the build function runs.
-async fn build_one(shared: &Arc<Shared>, chain: usize, level: usize) -> Result<(), String> {
+async fn build_one(
+    shared: &Arc<Shared>,
+    chain: usize,
+    level: usize,
+    first_wave: bool,
+) -> Result<(), String> {
     let n = name(chain, level);
     let base = if level == 1 {
         "base".to_owned()
@@ -276,7 +287,6 @@ async fn build_one(shared: &Arc<Shared>, chain: usize, level: usize) -> Result<(
     };
     let (me, base_id) = (id(&n), id(&base));
     let s = Arc::clone(shared);
-    let first_wave = level == 1 && chain < shared.wave;
     let fut = shared
         .store
         .build(Some(&base_id), &me, move |dir| async move {
