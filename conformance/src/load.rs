@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,8 @@ struct Shared {
     /// chains numbered below `wave`: tasks take permits in no set order, and a first-wave
     /// build whose fellows hold no permit would wait out the whole gate.
     started: AtomicUsize,
+    /// Set once `wave` copies were out at the same time.
+    wave_met: AtomicBool,
     published: Mutex<BTreeSet<String>>,
     discarded: AtomicUsize,
     errors: Mutex<Vec<String>>,
@@ -146,6 +148,7 @@ async fn run(ctx: Ctx, builds: usize, jobs: usize) -> (CheckOutcome, Option<Stri
         holders: Gauge::default(),
         wave: jobs.min(chains.len()),
         started: AtomicUsize::new(0),
+        wave_met: AtomicBool::new(false),
         published: Mutex::new(BTreeSet::new()),
         discarded: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
@@ -313,11 +316,16 @@ async fn in_build(
         .cache(s.user, &cache_name("load"))
         .await
         .map_err(|e| format!("acquiring the shared cache: {e}"))?;
-    s.holders.up();
+
+    if s.holders.up() >= s.wave {
+        s.wave_met.store(true, Ordering::SeqCst);
+    }
     if first_wave {
         // Prove the concurrency: the first wave waits until all its copies are out at once.
+        // A latch, not the gauge: the others leave and release as soon as it reads `wave`,
+        // and a poll that came a moment later would miss it and wait out the gate.
         let until = Instant::now() + s.gate;
-        while s.holders.now.load(Ordering::SeqCst) < s.wave && Instant::now() < until {
+        while !s.wave_met.load(Ordering::SeqCst) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
