@@ -1,5 +1,5 @@
 //! [`Backoff`]: the one schedule every "busy, try again" loop of the workspace follows (the
-//! store's commands, test pools and suite teardown, the benchmark, xtask's pools), each with
+//! store's commands, test pools (`testing::pool`) and suite teardown, the benchmark), each with
 //! its own patience.
 
 use std::time::Duration;

@@ -252,7 +252,10 @@
 //! With the `testing` feature (never in production), `testing` holds what this crate's tests
 //! use and other crates' tests may reuse:
 //! `testing::TestPool` (a sparse-file pool with a unique name, destroyed on drop; its
-//! creation fails clearly if the ZFS daemon does not answer), `testing::require_zfs` (skip
+//! creation fails clearly if the ZFS daemon does not answer), `testing::pool` (the
+//! workspace's one test-pool helper, which `TestPool` and `cargo xtask pool` share: named
+//! file-backed pools with a record each in `/var/tmp/zstore-pools`, so a pool a crashed test
+//! left is listed by `cargo xtask pool list`), `testing::require_zfs` (skip
 //! loudly without ZFS, fail if `ZSTORE_REQUIRE_ZFS=1`), `testing::RecordingRunner`,
 //! `testing::FaultRunner` (fail command N, or stop every command after N to simulate a
 //! crash, then reopen with a real runner) and `testing::FakeZfs` (an in-memory model of the

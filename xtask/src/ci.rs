@@ -118,7 +118,7 @@ pub async fn run(runner: &Runner, cancel: &Cancel, args: &CiArgs) -> Result<u8> 
         }
     }
     let results = results?;
-    let leaks = leaks::check(runner, &footprint).await;
+    let leaks = leaks::check(&footprint).await;
     leaks.print("ci");
     println!("ci summary:");
     for (step, verdict, secs) in &results {

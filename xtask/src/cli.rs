@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::EngineChoice;
-use crate::pool::PoolName;
+use store_zfs::testing::pool::PoolName;
 
 /// zstore project automation: conformance runs on real ZFS engines, test pools, and the qemu
 /// OpenZFS guest.

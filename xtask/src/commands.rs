@@ -4,9 +4,9 @@ use crate::cancel::Cancel;
 use crate::cli::{PoolCommand, VmCommand};
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_OK, EXIT_TIMEOUT, EXIT_VM_FAILED, Result, XtaskError};
-use crate::pool::{self, PoolDir};
 use crate::runner::Runner;
 use crate::vm::{self, BuildOptions, GuestExit, VmSpec};
+use store_zfs::testing::pool::{self, PoolDir, PoolName};
 
 /// `cargo xtask pool ...`.
 pub async fn pool(runner: &Runner, cmd: PoolCommand) -> Result<u8> {
@@ -23,12 +23,13 @@ pub async fn pool(runner: &Runner, cmd: PoolCommand) -> Result<u8> {
             }
             let bytes = file.bytes()?;
             let engine = engine::prepare_local(runner, choice).await?;
+            let zfs = crate::pool::runner();
             let dir = file.dir();
             let name = match name {
                 Some(n) => n,
-                None => pool::fresh_name(runner, &dir, &file.prefix()).await?,
+                None => pool::fresh_name(&*zfs, &dir, &file.prefix()).await?,
             };
-            let rec = pool::create(runner, &dir, &name, bytes, &engine.kind().to_string()).await?;
+            let rec = pool::create(&*zfs, &dir, &name, bytes, &engine.kind().to_string()).await?;
             if let Some(pid) = engine.started_daemon() {
                 eprintln!(
                     "xtask: the zfs-fuse daemon started for this pool (pid {pid}) keeps running"
@@ -54,7 +55,7 @@ pub async fn pool(runner: &Runner, cmd: PoolCommand) -> Result<u8> {
             }
             // zfs-fuse keeps pools in its cache while stopped: talk to a daemon to destroy it.
             let engine = engine::prepare_local(runner, EngineChoice::Auto).await?;
-            let result = pool::destroy(runner, &dir, &name).await;
+            let result = pool::destroy(&*crate::pool::runner(), &dir, &name).await;
             engine.finish(false).await?;
             result?;
             eprintln!("xtask: destroyed pool {name}");
@@ -62,7 +63,7 @@ pub async fn pool(runner: &Runner, cmd: PoolCommand) -> Result<u8> {
         }
         PoolCommand::List { pool_dir } => {
             let dir = PoolDir::resolve(pool_dir.as_deref());
-            let (rows, problem) = pool::list(runner, &dir).await?;
+            let (rows, problem) = pool::list(&*crate::pool::runner(), &dir).await?;
             if let Some(p) = problem {
                 eprintln!("xtask: cannot ask ZFS about live pools ({p}); showing records only");
             }
@@ -155,7 +156,7 @@ pub async fn vm(runner: &Runner, cancel: &Cancel, cmd: VmCommand) -> Result<u8> 
                 .transpose()?;
             spec.workdir = workdir;
             if !no_pool {
-                let name = pool::PoolName::unique(&pool::prefix(None), 0)?;
+                let name = PoolName::unique(&crate::pool::prefix(None), 0)?;
                 spec.pool = Some((name, pool_size));
             }
             for kv in env {
@@ -176,7 +177,7 @@ pub async fn vm(runner: &Runner, cancel: &Cancel, cmd: VmCommand) -> Result<u8> 
                 files: vec![outcome.marker.clone().into()],
                 ..Default::default()
             };
-            let leaks = crate::leaks::check(runner, &fp).await;
+            let leaks = crate::leaks::check(&fp).await;
             leaks.print("host, VM");
             Ok(match outcome.exit {
                 GuestExit::Exited(code) => {

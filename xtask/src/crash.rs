@@ -18,7 +18,6 @@ use crate::conformance::libtest;
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_FAILED, EXIT_OK, Result, XtaskError};
 use crate::leaks::{self, Footprint};
-use crate::pool;
 use crate::runner::{Cmd, Runner};
 use crate::vm::{self, GUEST_CTL, GuestExit};
 
@@ -132,9 +131,10 @@ async fn on_pool(
 ) -> Result<u8> {
     let engine = engine::prepare_local(runner, args.engine).await?;
     eprintln!("xtask: crash: engine: {}", engine.describe());
+    let zfs = crate::pool::runner();
     let (dir, name, record) = args
         .file
-        .create_fresh(runner, &engine.kind().to_string())
+        .create_fresh(&*zfs, &engine.kind().to_string())
         .await?;
     eprintln!(
         "xtask: crash: pool {name} mounted at {}",
@@ -155,16 +155,18 @@ async fn on_pool(
     } else {
         fp.pools.push(record.name.clone());
         fp.files
-            .extend([record.vdev.clone(), dir.root().join(format!("{name}.json"))]);
+            .extend([record.vdev.clone(), dir.record_path(&name)]);
         fp.dirs.push(record.mountpoint.clone());
-        pool::destroy(runner, &dir, &name).await
+        store_zfs::testing::pool::destroy(&*zfs, &dir, &name)
+            .await
+            .map_err(XtaskError::from)
     };
     let finished = engine.finish(args.keep).await;
     let mut status = ran?;
     cleaned?;
     finished?;
     if !args.keep {
-        let leaks = leaks::check(runner, &fp).await;
+        let leaks = leaks::check(&fp).await;
         leaks.print(if std::env::var_os("ZSTORE_VM").is_some() {
             "guest"
         } else {

@@ -70,6 +70,11 @@ pub enum XtaskError {
     /// The VM could not be booted or the guest set-up failed before the command ran.
     #[error("VM failed: {0}")]
     VmFailed(String),
+    /// A test-pool operation failed (`store_zfs::testing::pool`): a bad name or size, a
+    /// refused destroy, a failed `zpool`/`zfs` command (with its command line, exit status
+    /// and stderr), or the pool directory.
+    #[error(transparent)]
+    Pool(#[from] store_zfs::testing::pool::PoolError),
     /// The benchmark's ZFS part failed.
     #[error(transparent)]
     ZfsBench(#[from] store_zfs::testing::bench::BenchError),
@@ -109,6 +114,7 @@ impl XtaskError {
             XtaskError::Spawn { .. }
             | XtaskError::CommandFailed { .. }
             | XtaskError::Io { .. }
+            | XtaskError::Pool(_)
             | XtaskError::ZfsBench(_)
             | XtaskError::FakeBench(_) => EXIT_SETUP,
         }

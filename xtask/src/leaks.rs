@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::pool;
 use crate::procs;
-use crate::runner::Runner;
 use store_zfs::mounts::unescape;
 
 /// What one run created, and so must be gone at the end.
@@ -57,10 +55,10 @@ impl LeakReport {
 }
 
 /// Checks the machine for anything in `fp` that is still there.
-pub async fn check(runner: &Runner, fp: &Footprint) -> LeakReport {
+pub async fn check(fp: &Footprint) -> LeakReport {
     let mut left = Vec::new();
     if !fp.pools.is_empty() && crate::prereq::find("zpool").is_some() {
-        match pool::imported(runner).await {
+        match store_zfs::testing::pool::imported(&*crate::pool::runner()).await {
             Ok(live) => left.extend(
                 fp.pools
                     .iter()
@@ -170,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_footprint_is_clean() {
-        let report = check(&Runner::system(), &Footprint::default()).await;
+        let report = check(&Footprint::default()).await;
         assert!(report.clean(), "{report:?}");
     }
 
@@ -181,7 +179,7 @@ mod tests {
             files: vec![tmp.path().to_path_buf()],
             ..Footprint::default()
         };
-        let report = check(&Runner::system(), &fp).await;
+        let report = check(&fp).await;
         assert_eq!(report.leftovers.len(), 1);
     }
 }

@@ -12,7 +12,9 @@
 //!   store throughput.
 //!
 //! Every external command goes through [`runner::Runner`] (argument vectors, logged with
-//! `tracing`; set `RUST_LOG=xtask=debug` to see each one).
+//! `tracing`; set `RUST_LOG=xtask=debug` to see each one), except test-pool commands, which
+//! go through `store_zfs::testing::pool` and a `store_zfs::Runner` (logged the same way,
+//! under `store_zfs::testing::pool`).
 
 mod bench;
 mod cancel;
@@ -82,7 +84,10 @@ async fn dispatch(command: Command) -> Result<u8> {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("xtask=info"));
+    // The test-pool helper lives in store-zfs; its log lines (each command it runs) are
+    // xtask's output as much as xtask's own.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("xtask=info,store_zfs::testing::pool=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,14 +1,15 @@
 //! Test helpers, public so that other crates' tests (and xtask) can use them: throw-away
-//! pools ([`TestPool`]), the conformance suite's factory ([`ZfsFactory`]), a runner that
-//! records every command ([`RecordingRunner`]) and one that fails or "crashes" at a chosen
-//! command ([`FaultRunner`]); [`ZfsSpec`], the crash test's way to a case's store from
-//! another process; with the `bench` feature, `bench`, the benchmark's ZFS part.
+//! pools ([`TestPool`], on the workspace's one test-pool helper, [`pool`]), the conformance
+//! suite's factory ([`ZfsFactory`]), a runner that records every command
+//! ([`RecordingRunner`]) and one that fails or "crashes" at a chosen command
+//! ([`FaultRunner`]); [`ZfsSpec`], the crash test's way to a case's store from another
+//! process; with the `bench` feature, `bench`, the benchmark's ZFS part.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -18,12 +19,20 @@ pub mod bench;
 mod crash_spec;
 #[cfg(feature = "testing")]
 mod factory;
+#[cfg(feature = "testing")]
+pub mod pool;
 
+#[cfg(feature = "testing")]
 use crate::backoff::Backoff;
+#[cfg(feature = "testing")]
+use crate::daemon_lock::DaemonSerialized;
 use crate::daemon_lock::{DaemonLock, talks_to_daemon};
 use crate::engine::Engine;
 pub use crate::fake_zfs::FakeZfs;
+#[cfg(feature = "testing")]
 use crate::layout::is_within;
+#[cfg(feature = "testing")]
+use crate::runner::SystemRunner;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
 #[cfg(feature = "testing")]
@@ -47,9 +56,6 @@ pub fn engine() -> Engine {
         Err(_) => Engine::ZfsFuse,
     }
 }
-
-/// Where test pools keep their sparse backing files and mountpoints.
-pub const POOL_DIR: &str = "/var/tmp/zpools";
 
 /// Whether `zfs`/`zpool` run and a ZFS daemon or module answers.
 pub fn zfs_available() -> bool {
@@ -81,25 +87,9 @@ pub fn require_zfs(test: &str) -> bool {
     false
 }
 
-/// A pool on a sparse file under [`POOL_DIR`], with a unique name, destroyed (with its file)
-/// on drop.
-///
-/// Blocking: [`create`](Self::create), [`datasets`](Self::datasets),
-/// [`destroy_tree`](Self::destroy_tree) and drop run `zpool`/`zfs` to completion on the
-/// calling thread (waiting for the zfs-fuse daemon lock, up to minutes). Create and drop it on
-/// a test's own thread or in `tokio::task::spawn_blocking`, never directly on an async
-/// runtime's worker thread, where it stalls every task of that worker meanwhile.
-#[derive(Debug)]
-pub struct TestPool {
-    name: String,
-    file: PathBuf,
-    mountpoint: PathBuf,
-}
-
-static POOL_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Runs a command to completion, under the [`DaemonLock`] (test pools share the machine's
-/// zfs-fuse daemon with the stores under test).
+/// Runs a command to completion, under the [`DaemonLock`] (these probes share the machine's
+/// zfs-fuse daemon with the stores under test). For the probes above, which run before any
+/// runtime or pool exists; [`TestPool`] runs its commands through [`pool`] instead.
 fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
     let lock = match talks_to_daemon(program) {
         true => Some(DaemonLock::acquire_blocking().map_err(|e| e.to_string())?),
@@ -122,54 +112,99 @@ fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// A 512 MiB pool on a sparse file in the default pool directory ([`pool::PoolDir`]:
+/// `ZSTORE_POOL_DIR`, else [`pool::DEFAULT_POOL_DIR`]), with a unique name and a record,
+/// destroyed (with its file and record) on drop. A thin guard over [`pool`]: a pool a
+/// crashed test leaves behind is listed by `cargo xtask pool list` and removed by `cargo
+/// xtask pool destroy NAME`.
+///
+/// Blocking: [`create`](Self::create), [`datasets`](Self::datasets),
+/// [`destroy_tree`](Self::destroy_tree) and drop run `zpool`/`zfs` to completion before
+/// they return (waiting for the zfs-fuse daemon lock, up to minutes). They do so on a private
+/// runtime on a helper thread, so they work, and never panic, inside an async context too;
+/// but there they stall every task of the calling worker meanwhile, so prefer a test's own
+/// thread or `tokio::task::spawn_blocking`.
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub struct TestPool {
+    name: pool::PoolName,
+    dir: pool::PoolDir,
+    record: pool::PoolRecord,
+    /// Test pools share the machine's zfs-fuse daemon with the stores under test: one
+    /// command at a time, as the store does.
+    runner: DaemonSerialized,
+}
+
+/// The size of a [`TestPool`]'s vdev file.
+#[cfg(feature = "testing")]
+const TEST_POOL_BYTES: u64 = 512 << 20;
+
+/// Runs `work` to completion on a current-thread runtime of its own, on a scoped helper
+/// thread: `Runtime::block_on` panics on a thread that already runs a runtime, and a
+/// [`TestPool`] must be usable (and droppable) anywhere. A panic in `work` comes back as an
+/// error, so that drop never panics.
+#[cfg(feature = "testing")]
+fn blocking<T, E, F>(what: &str, work: F) -> Result<T, String>
+where
+    T: Send,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>> + Send,
+{
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("test-pool".into())
+            .spawn_scoped(scope, || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("{what}: cannot start a runtime: {e}"))?
+                    .block_on(work)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("{what}: cannot start a helper thread: {e}"))?;
+        helper.join().unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("{what}: the helper thread panicked: {message}"))
+        })
+    })
+}
+
+#[cfg(feature = "testing")]
 impl TestPool {
-    /// A 512 MiB pool named `<prefix><pid>-<n>-<time>`, mounted at
-    /// `/var/tmp/zpools/mnt/<name>`. `prefix` must start with a letter (e.g. `zt-z`).
+    /// A 512 MiB pool named `<prefix><8 hex digits>` ([`pool::PoolName::unique`], unused by
+    /// any imported or recorded pool), recorded in the default pool directory and mounted at
+    /// `<dir>/mnt/<name>`. `prefix` must start with a letter (e.g. `zt-z`). Fails, leaving
+    /// the pool in place, if its root mount does not answer file access (a wedged zfs-fuse
+    /// daemon).
     ///
     /// # Errors
-    /// A message if the file or the pool cannot be made.
+    /// A message if the name, the file, the record or the pool cannot be made.
     pub fn create(prefix: &str) -> Result<Self, String> {
-        let n = POOL_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() % 100_000)
-            .unwrap_or(0);
-        let name = format!("{prefix}{}-{n}-{nanos}", std::process::id());
-        let dir = Path::new(POOL_DIR);
-        let file = dir.join(format!("{name}.img"));
-        let mountpoint = dir.join("mnt").join(&name);
-        std::fs::create_dir_all(dir.join("mnt")).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let f = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        f.set_len(512 << 20)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        let file_s = file.to_string_lossy().into_owned();
-        let mp_s = mountpoint.to_string_lossy().into_owned();
-        if let Err(e) = run_sync(
-            "zpool",
-            &[
-                "create",
-                "-o",
-                "cachefile=none",
-                "-m",
-                &mp_s,
-                &name,
-                &file_s,
-            ],
-        ) {
-            let _ = std::fs::remove_file(&file);
-            return Err(e);
-        }
-        let pool = Self {
+        let runner = DaemonSerialized::new(Arc::new(SystemRunner));
+        let dir = pool::PoolDir::resolve(None);
+        let engine = engine().to_string();
+        let (name, record) = blocking("creating a test pool", async {
+            let name = pool::fresh_name(&runner, &dir, prefix).await?;
+            let record = pool::create(&runner, &dir, &name, TEST_POOL_BYTES, &engine).await?;
+            Ok::<_, pool::PoolError>((name, record))
+        })?;
+        let test_pool = Self {
             name,
-            file,
-            mountpoint,
+            dir,
+            record,
+            runner,
         };
-        if let Err(e) = pool.check_responsive() {
-            // Destroying it would block on the same wedged daemon.
-            std::mem::forget(pool);
+        if let Err(e) = test_pool.check_responsive() {
+            // Destroying it would block on the same wedged daemon; its record stays, so
+            // `cargo xtask pool destroy` can remove it once the daemon is restarted.
+            std::mem::forget(test_pool);
             return Err(e);
         }
-        Ok(pool)
+        Ok(test_pool)
     }
 
     /// Fails (instead of hanging the test forever) if the pool's root mount does not answer
@@ -177,31 +212,46 @@ impl TestPool {
     /// `zpool` and `zfs` commands, but every file access blocks.
     fn check_responsive(&self) -> Result<(), String> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mp = self.mountpoint.clone();
+        let mp = self.record.mountpoint.clone();
         // If the daemon is wedged this thread stays blocked in the kernel; it is detached.
         std::thread::spawn(move || {
             let _ = tx.send(std::fs::metadata(&mp).map(|_| ()));
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("{}: {e}", self.mountpoint.display())),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.record.mountpoint.display())),
             Err(_) => Err(format!(
                 "the root of new pool {} ({}) does not answer file access: the ZFS daemon \
                  (zfs-fuse) is wedged and must be restarted; the pool is left in place",
                 self.name,
-                self.mountpoint.display()
+                self.record.mountpoint.display()
             )),
         }
     }
 
     /// The pool name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// Where the pool's root dataset is mounted.
     pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
+        &self.record.mountpoint
+    }
+
+    /// Runs `cmd` through the pool's runner; its stdout, or a message with the command
+    /// line, exit status and stderr.
+    async fn run(&self, cmd: Cmd) -> Result<String, String> {
+        let out = self
+            .runner
+            .run(&cmd)
+            .await
+            .map_err(|e| format!("`{cmd}`: {e}"))?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(pool::PoolError::failed(cmd.to_string(), &out).to_string())
+        }
     }
 
     /// Every dataset and snapshot in the pool, sorted (`zfs list -H -r -t all -o name`).
@@ -209,12 +259,18 @@ impl TestPool {
     /// # Errors
     /// A message if `zfs list` fails.
     pub fn datasets(&self) -> Result<Vec<String>, String> {
-        let out = run_sync(
-            "zfs",
-            &[
-                "list", "-H", "-r", "-t", "all", "-o", "name", "--", &self.name,
-            ],
-        )?;
+        let cmd = Cmd::zfs([
+            "list",
+            "-H",
+            "-r",
+            "-t",
+            "all",
+            "-o",
+            "name",
+            "--",
+            self.name(),
+        ]);
+        let out = blocking("listing a test pool", self.run(cmd))?;
         let mut v: Vec<String> = out.lines().map(str::to_owned).collect();
         v.sort();
         Ok(v)
@@ -232,20 +288,23 @@ impl TestPool {
             .filter(|d| is_within(d, ds))
             .collect();
         mounted.sort_by_key(|d| std::cmp::Reverse(d.len()));
-        for d in mounted {
-            let _ = run_sync("zfs", &["unmount", "--", &d]);
-        }
-        let mut delays = Backoff::TEARDOWN.delays();
-        loop {
-            match run_sync("zfs", &["destroy", "-r", "--", ds]) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.contains("does not exist") => return Ok(()),
-                Err(e) => match delays.next() {
-                    Some(delay) if e.contains("busy") => std::thread::sleep(delay),
-                    _ => return Err(e),
-                },
+        blocking("destroying datasets of a test pool", async {
+            for d in mounted {
+                // A failure shows in the destroy below.
+                let _ = self.run(Cmd::zfs(["unmount", "--", &d])).await;
             }
-        }
+            let mut delays = Backoff::TEARDOWN.delays();
+            loop {
+                match self.run(Cmd::zfs(["destroy", "-r", "--", ds])).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.contains("does not exist") => return Ok(()),
+                    Err(e) => match delays.next() {
+                        Some(delay) if e.contains("busy") => tokio::time::sleep(delay).await,
+                        _ => return Err(e),
+                    },
+                }
+            }
+        })
     }
 
     /// The mounted filesystems of this pool, from `/proc/mounts`.
@@ -253,31 +312,23 @@ impl TestPool {
         let table = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
         crate::mounts::parse(&table)
             .into_keys()
-            .filter(|d| is_within(d, &self.name))
+            .filter(|d| is_within(d, self.name()))
             .collect()
     }
 }
 
+#[cfg(feature = "testing")]
 impl Drop for TestPool {
+    /// Destroys the pool through [`pool::destroy`] (owner check, retries while busy, never
+    /// `-f`), then its file, mountpoint directory and record. A failure is printed, and the
+    /// record stays so that `cargo xtask pool list` shows the pool.
     fn drop(&mut self) {
-        // Never `-f` (zfs-fuse turns it into a lazy unmount that can wedge the daemon); a
-        // mount still busy for a moment after the test is retried.
-        let mut delays = Backoff::TEARDOWN.delays();
-        let destroyed = loop {
-            match run_sync("zpool", &["destroy", &self.name]) {
-                Ok(_) => break Ok(()),
-                Err(e) => match delays.next() {
-                    Some(delay) if e.contains("busy") => std::thread::sleep(delay),
-                    _ => break Err(e),
-                },
-            }
-        };
+        let destroyed = blocking("destroying a test pool", async {
+            pool::destroy(&self.runner, &self.dir, &self.name).await
+        });
         if let Err(e) = destroyed {
             eprintln!("TestPool: could not destroy pool {}: {e}", self.name);
-            return;
         }
-        let _ = std::fs::remove_file(&self.file);
-        let _ = std::fs::remove_dir(&self.mountpoint);
     }
 }
 

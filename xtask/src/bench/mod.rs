@@ -26,7 +26,6 @@ use crate::cancel::Cancel;
 use crate::cli::VmOptions;
 use crate::engine::{self, EngineChoice};
 use crate::error::{EXIT_OK, Result, XtaskError};
-use crate::pool::{self};
 use crate::runner::Runner;
 use crate::vm::{self, GUEST_CTL, GuestExit};
 
@@ -175,9 +174,10 @@ async fn local_zfs(
 ) -> Result<ZfsBench> {
     let engine = engine::prepare_local(runner, choice).await?;
     eprintln!("xtask: bench: engine: {}", engine.describe());
+    let zfs = crate::pool::runner();
     let (dir, name, record) = z
         .file
-        .create_fresh(runner, &engine.kind().to_string())
+        .create_fresh(&*zfs, &engine.kind().to_string())
         .await?;
     eprintln!(
         "xtask: bench: pool {name} mounted at {}",
@@ -187,7 +187,7 @@ async fn local_zfs(
     let kind = engine.kind();
     let run = zfs_bench::run(name.as_str(), &record.mountpoint, &kind, z.plan());
     let measured = cancel.run(async { Ok(run.await?) }).await;
-    let destroyed = pool::destroy(runner, &dir, &name).await;
+    let destroyed = store_zfs::testing::pool::destroy(&*zfs, &dir, &name).await;
     let finished = engine.finish(false).await;
     let measured = measured?;
     destroyed?;

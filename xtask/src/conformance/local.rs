@@ -10,9 +10,9 @@ use crate::cli::SuiteArgs;
 use crate::engine::{self, EngineChoice, LocalEngine};
 use crate::error::{Result, XtaskError};
 use crate::leaks::{self, Footprint};
-use crate::pool::{self, PoolName};
 use crate::runner::Runner;
 use store_zfs::Engine;
+use store_zfs::testing::pool::{self, PoolName};
 
 /// Runs the suite on a local engine (`auto`, `kernel`, `zfs-fuse` or `fake`).
 pub async fn run(
@@ -71,7 +71,7 @@ pub async fn run(
         eprintln!("xtask: --keep: leak check skipped");
         None
     } else {
-        let report = leaks::check(runner, &fp).await;
+        let report = leaks::check(&fp).await;
         report.print(if std::env::var_os("ZSTORE_VM").is_some() {
             "guest"
         } else {
@@ -118,20 +118,20 @@ async fn with_pool(
     fp: &mut Footprint,
 ) -> (Outcome, Option<String>) {
     let dir = args.file.dir();
+    let zfs = crate::pool::runner();
     let (name, mountpoint, created) = match &args.pool {
-        Some(name) => match existing_pool(runner, name, args.allow_nonempty).await {
+        Some(name) => match existing_pool(&*zfs, name, args.allow_nonempty).await {
             Ok(mnt) => (name.clone(), mnt, None),
             Err(e) => return (error_outcome(e), Some(name.to_string())),
         },
         None => match args
             .file
-            .create_fresh(runner, &engine.kind().to_string())
+            .create_fresh(&*zfs, &engine.kind().to_string())
             .await
         {
             Ok((_, name, rec)) => {
                 fp.pools.push(rec.name.clone());
-                fp.files
-                    .extend([rec.vdev.clone(), dir.root().join(format!("{name}.json"))]);
+                fp.files.extend([rec.vdev.clone(), dir.record_path(&name)]);
                 fp.dirs.push(rec.mountpoint.clone());
                 (name, rec.mountpoint.clone(), Some(rec))
             }
@@ -159,9 +159,9 @@ async fn with_pool(
                 rec.vdev.display(),
                 rec.name
             );
-        } else if let Err(e) = pool::destroy(runner, &dir, &name).await {
+        } else if let Err(e) = pool::destroy(&*zfs, &dir, &name).await {
             eprintln!("xtask: destroying pool {name} failed: {e}");
-            return (error_outcome(e), Some(name.to_string()));
+            return (error_outcome(e.into()), Some(name.to_string()));
         }
     }
     (outcome, Some(name.to_string()))
@@ -169,7 +169,7 @@ async fn with_pool(
 
 /// Checks an operator-given pool: it must exist and (unless allowed) hold nothing.
 async fn existing_pool(
-    runner: &Runner,
+    runner: &dyn store_zfs::Runner,
     name: &PoolName,
     allow_nonempty: bool,
 ) -> Result<std::path::PathBuf> {

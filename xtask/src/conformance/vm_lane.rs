@@ -126,15 +126,12 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
             outcome.wall.as_secs_f64()
         ),
     }
-    let host_leaks = leaks::check(
-        runner,
-        &Footprint {
-            qemu_marker: Some(outcome.marker.clone()),
-            dirs: vec![PathBuf::from(&outcome.marker)],
-            files: vec![PathBuf::from(&outcome.marker)],
-            ..Footprint::default()
-        },
-    )
+    let host_leaks = leaks::check(&Footprint {
+        qemu_marker: Some(outcome.marker.clone()),
+        dirs: vec![PathBuf::from(&outcome.marker)],
+        files: vec![PathBuf::from(&outcome.marker)],
+        ..Footprint::default()
+    })
     .await;
     host_leaks.print("host, VM lane");
     let guest_report: Option<RunReport> = outcome

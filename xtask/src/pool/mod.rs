@@ -1,18 +1,24 @@
-//! File-backed test pools that xtask creates, lists and destroys (`cargo xtask pool ...`), and
-//! that conformance runs use.
-
-mod name;
-mod ops;
-mod registry;
-
-pub use name::{DEFAULT_PREFIX, PoolName, parse_size};
-pub use ops::{create, destroy, exists, imported, list, property, why_not_empty};
-pub use registry::{OWNER_PROPERTY, OWNER_VALUE, PoolDir, PoolRecord};
+//! The options of every command that creates a pool ([`PoolArgs`]), and the glue to the
+//! workspace's test-pool helper, [`store_zfs::testing::pool`], which does the work (names,
+//! the pool directory and its records, `zpool create|destroy`, the owner check).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::error::{Result, XtaskError};
-use crate::runner::Runner;
+use store_zfs::daemon_lock::DaemonSerialized;
+use store_zfs::testing::pool::{
+    self, DEFAULT_PREFIX, PoolDir, PoolName, PoolRecord, fresh_name, parse_size,
+};
+use store_zfs::{Runner, SystemRunner};
+
+use crate::error::Result;
+
+/// The runner for pool commands: the real `zpool`/`zfs`, one command at a time on the
+/// machine's zfs-fuse daemon (the lock every zstore process takes; a no-op wait on
+/// OpenZFS).
+pub fn runner() -> Arc<dyn Runner> {
+    Arc::new(DaemonSerialized::new(Arc::new(SystemRunner)))
+}
 
 /// Where and how big a created pool is: the options every command that creates a pool takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +45,7 @@ impl PoolArgs {
     /// # Errors
     /// A malformed `--size`.
     pub fn bytes(&self) -> Result<u64> {
-        parse_size(&self.size)
+        Ok(parse_size(&self.size)?)
     }
 
     /// The prefix for a generated name.
@@ -65,13 +71,13 @@ impl PoolArgs {
     /// A malformed size, no free name, or the pool cannot be made.
     pub async fn create_fresh(
         &self,
-        runner: &Runner,
+        runner: &dyn Runner,
         engine: &str,
     ) -> Result<(PoolDir, PoolName, PoolRecord)> {
         let dir = self.dir();
         let size = self.bytes()?;
         let name = fresh_name(runner, &dir, &self.prefix()).await?;
-        let record = create(runner, &dir, &name, size, engine).await?;
+        let record = pool::create(runner, &dir, &name, size, engine).await?;
         Ok((dir, name, record))
     }
 }
@@ -83,18 +89,4 @@ pub fn prefix(explicit: Option<&str>) -> String {
         .map(str::to_owned)
         .or_else(|| std::env::var("ZSTORE_POOL_PREFIX").ok())
         .unwrap_or_else(|| DEFAULT_PREFIX.to_owned())
-}
-
-/// A pool name nobody uses yet (neither imported nor recorded).
-pub async fn fresh_name(runner: &Runner, dir: &PoolDir, prefix: &str) -> Result<PoolName> {
-    let taken = imported(runner).await?;
-    for attempt in 0..16 {
-        let name = PoolName::unique(prefix, attempt)?;
-        if !taken.iter().any(|t| t == name.as_str()) && dir.load(&name)?.is_none() {
-            return Ok(name);
-        }
-    }
-    Err(XtaskError::Invalid(format!(
-        "could not find an unused pool name with prefix {prefix:?}"
-    )))
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use super::image::Image;
 use crate::cancel::Cancel;
 use crate::error::{Result, XtaskError};
-use crate::pool::PoolName;
 use crate::prereq::{self, Need};
 use crate::runner::{Cmd, Runner};
+use store_zfs::testing::pool::PoolName;
 
 /// The per-run guest init (not part of the image, so it can change without a rebuild).
 pub const GUEST_INIT: &str = include_str!("../../vm/guest-init.sh");
@@ -317,7 +317,7 @@ fn write_control(ctl: &Path, spec: &VmSpec) -> Result<()> {
         write("workdir", w.as_os_str().as_encoded_bytes())?;
     }
     if let Some((pool, size)) = &spec.pool {
-        crate::pool::parse_size(size)?;
+        store_zfs::testing::pool::parse_size(size)?;
         write("pool", pool.as_str().as_bytes())?;
         write("pool-size", size.as_bytes())?;
     }

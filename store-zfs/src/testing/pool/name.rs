@@ -1,13 +1,13 @@
 //! Pool names and sizes, validated before they reach a command line.
 
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
+use super::PoolError;
 
-use crate::error::{Result, XtaskError};
-
-/// Default prefix of generated pool names; `ZSTORE_POOL_PREFIX` or `--prefix` override it.
+/// Default prefix of generated pool names; `ZSTORE_POOL_PREFIX` or xtask's `--prefix`
+/// override it.
 pub const DEFAULT_PREFIX: &str = "zstore-";
 
 /// A ZFS pool name that is safe on every command line: starts with a letter, then letters,
@@ -17,8 +17,11 @@ pub struct PoolName(String);
 
 impl PoolName {
     /// Validates `name`.
-    pub fn new(name: &str) -> Result<Self> {
-        let bad = |why: &str| XtaskError::Invalid(format!("invalid pool name {name:?}: {why}"));
+    ///
+    /// # Errors
+    /// [`PoolError::Invalid`], saying which rule `name` breaks.
+    pub fn new(name: &str) -> Result<Self, PoolError> {
+        let bad = |why: &str| PoolError::Invalid(format!("invalid pool name {name:?}: {why}"));
         let first = name.chars().next().ok_or_else(|| bad("empty"))?;
         if !first.is_ascii_alphabetic() {
             return Err(bad("must start with a letter"));
@@ -35,6 +38,7 @@ impl PoolName {
         let reserved = [
             "mirror", "raidz", "draid", "spare", "log", "cache", "special", "dedup",
         ];
+        // The first byte is an ASCII letter, so slicing after it is on a char boundary.
         if reserved.iter().any(|r| name.starts_with(r))
             || (name.starts_with('c') && name[1..].starts_with(|c: char| c.is_ascii_digit()))
         {
@@ -43,20 +47,26 @@ impl PoolName {
         Ok(PoolName(name.to_owned()))
     }
 
-    /// A fresh name: `prefix` plus 8 hex digits from the pid, the clock and a counter. Callers
-    /// still check that it is unused.
-    pub fn unique(prefix: &str, attempt: u32) -> Result<Self> {
+    /// A fresh name: `prefix` plus 8 hex digits hashed from the pid, the clock and
+    /// `attempt`. Unlikely to collide, not guaranteed: callers still check that it is unused
+    /// ([`fresh_name`](super::fresh_name) does).
+    ///
+    /// # Errors
+    /// [`PoolError::Invalid`] if `prefix` makes the name invalid (it must start with a
+    /// letter and not with a vdev keyword).
+    pub fn unique(prefix: &str, attempt: u32) -> Result<Self, PoolError> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(std::process::id().to_le_bytes());
-        h.update(nanos.to_le_bytes());
-        h.update(attempt.to_le_bytes());
-        let digest = h.finalize();
-        let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        PoolName::new(&format!("{prefix}{suffix}"))
+        // std's randomly keyed SipHash: no hash crate needed, and two processes started at
+        // the same nanosecond with the same pid (containers) still get different keys.
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(nanos);
+        h.write_u32(attempt);
+        let suffix = h.finish() & 0xffff_ffff;
+        PoolName::new(&format!("{prefix}{suffix:08x}"))
     }
 
     /// The name.
@@ -72,16 +82,19 @@ impl fmt::Display for PoolName {
 }
 
 impl std::str::FromStr for PoolName {
-    type Err = XtaskError;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = PoolError;
+    fn from_str(s: &str) -> Result<Self, PoolError> {
         PoolName::new(s)
     }
 }
 
 /// Parses a size such as `2G`, `512M`, `1T` or a plain byte count (binary units). Pools need
 /// at least 64 MiB.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = || XtaskError::Invalid(format!("invalid size {text:?}: expected e.g. 2G, 512M, 1T"));
+///
+/// # Errors
+/// [`PoolError::Invalid`] for a malformed size, one that overflows, or one under 64 MiB.
+pub fn parse_size(text: &str) -> Result<u64, PoolError> {
+    let bad = || PoolError::Invalid(format!("invalid size {text:?}: expected e.g. 2G, 512M, 1T"));
     let t = text.trim();
     let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => t.split_at(i),
@@ -98,7 +111,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
     };
     let bytes = n.checked_mul(mult).ok_or_else(bad)?;
     if bytes < 64 << 20 {
-        return Err(XtaskError::Invalid(format!(
+        return Err(PoolError::Invalid(format!(
             "size {text:?} is too small: ZFS needs at least 64M per vdev"
         )));
     }
@@ -132,6 +145,14 @@ mod tests {
         let b = PoolName::unique("zt-x", 1).expect("valid");
         assert_ne!(a, b);
         assert!(a.as_str().starts_with("zt-x") && a.as_str().len() == 12);
+        assert!(
+            a.as_str()[4..].bytes().all(|c| c.is_ascii_hexdigit()),
+            "{a}"
+        );
+        assert!(
+            PoolName::unique("1x", 0).is_err(),
+            "the prefix is validated"
+        );
     }
 
     #[test]
