@@ -130,7 +130,18 @@ impl Config {
     ///
     /// # Errors
     /// A [`ConfigError`] naming a variable whose value does not parse.
-    pub fn with_env(mut self) -> Result<Self, ConfigError> {
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// `self` with the `ZSTORE_CONFORMANCE_*` variables that `get` returns applied on top, as
+    /// [`with_env`](Self::with_env) does with the process environment (empty values count as
+    /// unset).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming a variable whose value does not parse.
+    pub fn with_vars(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         if let Some(v) = var("ZSTORE_CONFORMANCE_CASES") {
             self.cases = number("ZSTORE_CONFORMANCE_CASES", &v)?;
         }
@@ -203,6 +214,42 @@ impl Config {
         Ok(self)
     }
 
+    /// The `ZSTORE_CONFORMANCE_*` variables that carry this config's sizes to the tests of
+    /// [`conformance_tests!`](crate::conformance_tests) in another process (the inverse of
+    /// [`with_vars`](Self::with_vars) for cases, steps, seed, concurrency cases, quick
+    /// checks, load, fault depth, budget and floor, and the operation timeout).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let mut vars = vec![
+            ("CASES", self.cases.to_string()),
+            ("MAX_OPS", self.max_ops.to_string()),
+            ("CONCURRENCY_CASES", self.concurrency_cases.to_string()),
+            ("QUICK_CHECKS", (!self.full_check_each_step).to_string()),
+            ("LOAD_BUILDS", self.load_builds.to_string()),
+            ("LOAD_JOBS", self.load_jobs.to_string()),
+            ("OP_TIMEOUT_SECS", self.op_timeout.as_secs().to_string()),
+            (
+                "FAULT_DEPTH",
+                self.fault_depth.map_or("all".to_owned(), |d| d.to_string()),
+            ),
+            (
+                "FAULT_BUDGET_SECS",
+                self.fault_budget
+                    .map_or(0, |b| b.as_secs().max(1))
+                    .to_string(),
+            ),
+            (
+                "FAULT_FLOOR_PERCENT",
+                self.fault_floor_percent.unwrap_or(0).to_string(),
+            ),
+        ];
+        if let Some(seed) = self.seed {
+            vars.push(("SEED", seed.to_string()));
+        }
+        vars.into_iter()
+            .map(|(k, v)| (format!("ZSTORE_CONFORMANCE_{k}"), v))
+            .collect()
+    }
+
     pub(crate) fn wants(&self, check: &str) -> bool {
         self.only
             .as_ref()
@@ -245,14 +292,70 @@ impl fmt::Debug for Config {
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 fn number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError> {
     value.trim().parse().map_err(|_| ConfigError {
         name,
         value: value.to_owned(),
         problem: "expected a non-negative integer",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_env_round_trips_through_with_vars() {
+        let config = Config {
+            cases: 8,
+            max_ops: 12,
+            seed: Some(7),
+            concurrency_cases: 3,
+            full_check_each_step: false,
+            load_builds: 40,
+            load_jobs: 4,
+            op_timeout: Duration::from_secs(90),
+            fault_depth: Some(2),
+            fault_budget: Some(Duration::from_secs(60)),
+            fault_floor_percent: Some(25),
+            ..Config::default()
+        };
+        let vars = config.to_env();
+        let back = Config::default()
+            .with_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .expect("parses");
+        assert_eq!(
+            (back.cases, back.max_ops, back.seed, back.concurrency_cases),
+            (8, 12, Some(7), 3)
+        );
+        assert!(!back.full_check_each_step);
+        assert_eq!((back.load_builds, back.load_jobs), (40, 4));
+        assert_eq!(back.op_timeout, Duration::from_secs(90));
+        assert_eq!(back.fault_depth, Some(2));
+        assert_eq!(back.fault_budget, Some(Duration::from_secs(60)));
+        assert_eq!(back.fault_floor_percent, Some(25));
+        let unbounded = Config {
+            fault_depth: None,
+            fault_budget: None,
+            fault_floor_percent: None,
+            seed: None,
+            ..Config::default()
+        };
+        let vars = unbounded.to_env();
+        let back = Config {
+            seed: Some(1),
+            ..Config::default()
+        }
+        .with_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .expect("parses");
+        assert_eq!(
+            (
+                back.fault_depth,
+                back.fault_budget,
+                back.fault_floor_percent
+            ),
+            (None, None, None)
+        );
+        assert_eq!(back.seed, Some(1), "no seed variable leaves the seed alone");
+    }
 }

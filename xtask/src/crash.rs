@@ -15,9 +15,9 @@ use clap::Args;
 use crate::cancel::Cancel;
 use crate::cli::VmOptions;
 use crate::conformance::libtest;
-use crate::engine::{self, EngineChoice};
+use crate::engine::EngineChoice;
 use crate::error::{EXIT_FAILED, EXIT_OK, Result, XtaskError};
-use crate::leaks::{self, Footprint};
+use crate::pool::RunPool;
 use crate::runner::{Cmd, Runner};
 use crate::vm::{self, GUEST_CTL, GuestExit};
 
@@ -129,53 +129,15 @@ async fn on_pool(
     exe: &PathBuf,
     mut env: Vec<(&str, String)>,
 ) -> Result<u8> {
-    let engine = engine::prepare_local(runner, args.engine).await?;
-    eprintln!("xtask: crash: engine: {}", engine.describe());
-    let zfs = crate::pool::runner();
-    let (dir, name, record) = args
-        .file
-        .create_fresh(&*zfs, &engine.kind().to_string())
-        .await?;
-    eprintln!(
-        "xtask: crash: pool {name} mounted at {}",
-        record.mountpoint.display()
-    );
-    env.push((store_zfs::testing::POOL_ENV, name.to_string()));
+    let pool = RunPool::fresh(runner, args.engine, &args.file, "crash").await?;
+    env.push((store_zfs::testing::POOL_ENV, pool.name.to_string()));
     env.push((store_zfs::testing::REQUIRE_ZFS_ENV, "1".into()));
     let ran = cancel.run(run_test(runner, exe, &env)).await;
-    let mut fp = Footprint {
-        daemon: engine.started_daemon(),
-        ..Footprint::default()
-    };
-    let cleaned = if args.keep {
-        println!(
-            "crash: --keep: pool {name} kept; remove it with: cargo xtask pool destroy {name}"
-        );
-        Ok(())
-    } else {
-        fp.pools.push(record.name.clone());
-        fp.files
-            .extend([record.vdev.clone(), dir.record_path(&name)]);
-        fp.dirs.push(record.mountpoint.clone());
-        store_zfs::testing::pool::destroy(&*zfs, &dir, &name)
-            .await
-            .map_err(XtaskError::from)
-    };
-    let finished = engine.finish(args.keep).await;
+    let leaks = pool.finish(args.keep).await;
     let mut status = ran?;
-    cleaned?;
-    finished?;
-    if !args.keep {
-        let leaks = leaks::check(&fp).await;
-        leaks.print(if std::env::var_os("ZSTORE_VM").is_some() {
-            "guest"
-        } else {
-            "host"
-        });
-        for l in &leaks.leftovers {
-            println!("  VIOLATION left behind: {l}");
-            status = EXIT_FAILED;
-        }
+    for l in leaks?.map(|l| l.leftovers).unwrap_or_default() {
+        println!("  VIOLATION left behind: {l}");
+        status = EXIT_FAILED;
     }
     Ok(status)
 }

@@ -24,8 +24,9 @@ use store_zfs::testing::bench::{self as zfs_bench, ZfsBench, ZfsPlan};
 use self::report::BenchReport;
 use crate::cancel::Cancel;
 use crate::cli::VmOptions;
-use crate::engine::{self, EngineChoice};
+use crate::engine::EngineChoice;
 use crate::error::{EXIT_OK, Result, XtaskError};
+use crate::pool::RunPool;
 use crate::runner::Runner;
 use crate::vm::{self, GUEST_CTL, GuestExit};
 
@@ -172,27 +173,13 @@ async fn local_zfs(
     choice: EngineChoice,
     z: &ZfsBenchArgs,
 ) -> Result<ZfsBench> {
-    let engine = engine::prepare_local(runner, choice).await?;
-    eprintln!("xtask: bench: engine: {}", engine.describe());
-    let zfs = crate::pool::runner();
-    let (dir, name, record) = z
-        .file
-        .create_fresh(&*zfs, &engine.kind().to_string())
-        .await?;
-    eprintln!(
-        "xtask: bench: pool {name} mounted at {}",
-        record.mountpoint.display()
-    );
+    let pool = RunPool::fresh(runner, choice, &z.file, "bench").await?;
     // Cancelling drops the run mid-step; the pool destroyed below holds all it made.
-    let kind = engine.kind();
-    let run = zfs_bench::run(name.as_str(), &record.mountpoint, &kind, z.plan());
+    let kind = pool.engine.kind();
+    let run = zfs_bench::run(pool.name.as_str(), &pool.mountpoint, &kind, z.plan());
     let measured = cancel.run(async { Ok(run.await?) }).await;
-    let destroyed = store_zfs::testing::pool::destroy(&*zfs, &dir, &name).await;
-    let finished = engine.finish(false).await;
-    let measured = measured?;
-    destroyed?;
-    finished?;
-    Ok(measured)
+    pool.finish(false).await?;
+    measured
 }
 
 /// Runs the ZFS part in the OpenZFS guest and returns the guest's figures.

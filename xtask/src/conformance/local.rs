@@ -7,12 +7,11 @@ use super::report::{Outcome, RunReport};
 use super::seam::{self, SuiteOptions, SuiteTarget};
 use crate::cancel::Cancel;
 use crate::cli::SuiteArgs;
-use crate::engine::{self, EngineChoice, LocalEngine};
-use crate::error::{Result, XtaskError};
-use crate::leaks::{self, Footprint};
+use crate::engine::EngineChoice;
+use crate::error::XtaskError;
+use crate::pool::RunPool;
 use crate::runner::Runner;
 use store_zfs::Engine;
-use store_zfs::testing::pool::{self, PoolName};
 
 /// Runs the suite on a local engine (`auto`, `kernel`, `zfs-fuse` or `fake`).
 pub async fn run(
@@ -43,45 +42,50 @@ pub async fn run(
             tests: Vec::new(),
         };
     }
-    let engine = match engine::prepare_local(runner, choice).await {
-        Ok(e) => e,
-        Err(e) => return error_report(format!("{choice:?}"), None, e),
+    let pool = match &args.pool {
+        Some(name) => RunPool::existing(runner, choice, name, args.allow_nonempty).await,
+        None => RunPool::fresh(runner, choice, &args.file, "conformance").await,
+    };
+    let pool = match pool {
+        Ok(p) => p,
+        Err(e) => {
+            return error_report(
+                format!("{choice:?}"),
+                args.pool.as_ref().map(|n| n.to_string()),
+                e,
+            );
+        }
     };
     let opts = options(
-        match engine.kind() {
+        match pool.engine.kind() {
             Engine::ZfsFuse => Lane::ZfsFuse,
             _ => Lane::Kernel,
         },
         args,
     );
-    eprintln!("xtask: engine: {}", engine.describe());
-    let described = engine.describe();
-    let mut fp = Footprint {
-        daemon: engine.started_daemon(),
-        ..Footprint::default()
+    let described = pool.engine.describe();
+    let pool_name = Some(pool.name.to_string());
+    let target = SuiteTarget::Zfs {
+        pool: pool.name.to_string(),
     };
-    let (outcome, pool_name) = with_pool(runner, cancel, &engine, args, &opts, &mut fp).await;
+    let outcome = if cancel.is_cancelled() {
+        // Interrupted while the pool was being made: skip the suite, still clean up below.
+        error_outcome(XtaskError::Interrupted)
+    } else {
+        suite(runner, cancel, &target, &opts).await
+    };
     let tests = if args.lane.then_run_tests.is_empty() || cancel.is_cancelled() {
         Vec::new()
     } else {
         super::guest_tests::run(runner, &args.lane.then_run_tests).await
     };
-    let finished = engine.finish(args.keep).await;
-    let leaks = if args.keep {
-        eprintln!("xtask: --keep: leak check skipped");
-        None
-    } else {
-        let report = leaks::check(&fp).await;
-        report.print(if std::env::var_os("ZSTORE_VM").is_some() {
-            "guest"
-        } else {
-            "host"
-        });
-        Some(report)
-    };
-    let outcome = match (outcome, finished) {
-        (Outcome::Completed { .. }, Err(e)) => error_outcome(e),
-        (o, _) => o,
+    let (outcome, leaks) = match (outcome, pool.finish(args.keep).await) {
+        (o, Ok(leaks)) => (o, leaks),
+        (Outcome::Completed { .. }, Err(e)) => (error_outcome(e), None),
+        (o, Err(e)) => {
+            eprintln!("xtask: cleaning up after the suite failed: {e}");
+            (o, None)
+        }
     };
     RunReport {
         engine: described,
@@ -106,91 +110,6 @@ fn options(lane: Lane, args: &SuiteArgs) -> SuiteOptions {
         test_exe: args.lane.test_exe.clone(),
         ..SuiteOptions::for_lane(args.lane.lane.unwrap_or(lane))
     }
-}
-
-/// Creates (or checks) the pool, runs the suite, destroys the pool it created.
-async fn with_pool(
-    runner: &Runner,
-    cancel: &Cancel,
-    engine: &LocalEngine,
-    args: &SuiteArgs,
-    opts: &SuiteOptions,
-    fp: &mut Footprint,
-) -> (Outcome, Option<String>) {
-    let dir = args.file.dir();
-    let zfs = crate::pool::runner();
-    let (name, mountpoint, created) = match &args.pool {
-        Some(name) => match existing_pool(&*zfs, name, args.allow_nonempty).await {
-            Ok(mnt) => (name.clone(), mnt, None),
-            Err(e) => return (error_outcome(e), Some(name.to_string())),
-        },
-        None => match args
-            .file
-            .create_fresh(&*zfs, &engine.kind().to_string())
-            .await
-        {
-            Ok((_, name, rec)) => {
-                fp.pools.push(rec.name.clone());
-                fp.files.extend([rec.vdev.clone(), dir.record_path(&name)]);
-                fp.dirs.push(rec.mountpoint.clone());
-                (name, rec.mountpoint.clone(), Some(rec))
-            }
-            Err(e) => return (error_outcome(e), None),
-        },
-    };
-    eprintln!("xtask: pool {name} mounted at {}", mountpoint.display());
-    if cancel.is_cancelled() {
-        // Interrupted while the pool was being made: skip the suite, still clean up below.
-        eprintln!("xtask: interrupted before the suite started");
-    }
-    let target = SuiteTarget::Zfs {
-        pool: name.to_string(),
-    };
-    let outcome = if cancel.is_cancelled() {
-        error_outcome(XtaskError::Interrupted)
-    } else {
-        suite(runner, cancel, &target, opts).await
-    };
-    if let Some(rec) = created {
-        if args.keep {
-            eprintln!(
-                "xtask: --keep: pool {} kept (vdev {}); remove it with: cargo xtask pool destroy {}",
-                rec.name,
-                rec.vdev.display(),
-                rec.name
-            );
-        } else if let Err(e) = pool::destroy(&*zfs, &dir, &name).await {
-            eprintln!("xtask: destroying pool {name} failed: {e}");
-            return (error_outcome(e.into()), Some(name.to_string()));
-        }
-    }
-    (outcome, Some(name.to_string()))
-}
-
-/// Checks an operator-given pool: it must exist and (unless allowed) hold nothing.
-async fn existing_pool(
-    runner: &dyn store_zfs::Runner,
-    name: &PoolName,
-    allow_nonempty: bool,
-) -> Result<std::path::PathBuf> {
-    if !pool::exists(runner, name).await? {
-        return Err(XtaskError::Invalid(format!("--pool {name}: no such pool")));
-    }
-    if !allow_nonempty {
-        if let Some(why) = pool::why_not_empty(runner, name).await? {
-            return Err(XtaskError::Invalid(format!(
-                "--pool {name} already holds data ({why}); the suite would write into it. \
-                 Use an empty pool, or pass --allow-nonempty"
-            )));
-        }
-    }
-    let mnt = pool::property(runner, name.as_str(), "mountpoint").await?;
-    if !mnt.starts_with('/') {
-        return Err(XtaskError::Invalid(format!(
-            "--pool {name} is not mounted (mountpoint={mnt})"
-        )));
-    }
-    Ok(mnt.into())
 }
 
 async fn suite(

@@ -108,29 +108,6 @@ impl SuiteOptions {
     }
 }
 
-/// The knobs of `config` as the variables the generated tests read
-/// ([`conformance::Config::with_env`]), with `seed` so that every check uses the same one.
-fn knobs(config: &conformance::Config, seed: u64) -> Vec<(String, String)> {
-    let fault_budget = config.fault_budget.map_or(0, |b| b.as_secs().max(1));
-    [
-        ("CASES", config.cases.to_string()),
-        ("MAX_OPS", config.max_ops.to_string()),
-        ("SEED", seed.to_string()),
-        ("CONCURRENCY_CASES", config.concurrency_cases.to_string()),
-        ("QUICK_CHECKS", (!config.full_check_each_step).to_string()),
-        ("LOAD_BUILDS", config.load_builds.to_string()),
-        ("LOAD_JOBS", config.load_jobs.to_string()),
-        ("FAULT_BUDGET_SECS", fault_budget.to_string()),
-        (
-            "FAULT_FLOOR_PERCENT",
-            config.fault_floor_percent.unwrap_or(0).to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("ZSTORE_CONFORMANCE_{k}"), v))
-    .collect()
-}
-
 /// Runs the conformance suite (or only its self-test, or one replay) against `target`; the
 /// output streams to the terminal.
 ///
@@ -165,7 +142,14 @@ pub async fn run_suite(
             ],
         ),
     };
-    env.extend(knobs(&config, seed));
+    // One seed for every check.
+    env.extend(
+        conformance::Config {
+            seed: Some(seed),
+            ..config.clone()
+        }
+        .to_env(),
+    );
     let only = if opts.self_test {
         Some("self_test".to_owned())
     } else if let Some(file) = &opts.replay {
@@ -231,29 +215,4 @@ fn random_seed() -> u64 {
         .unwrap_or_default();
     // Any 64 bits of the clock mixed with the pid make a seed.
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_knob_becomes_a_variable_the_tests_read() {
-        let mut config = conformance::Config::default();
-        Budget::for_lane(Lane::Vm).apply(&mut config);
-        let env = knobs(&config, 7);
-        for (k, v) in &env {
-            assert!(k.starts_with("ZSTORE_CONFORMANCE_"), "{k}");
-            assert!(!v.is_empty());
-        }
-        let get = |k: &str| {
-            env.iter()
-                .find(|(n, _)| n == &format!("ZSTORE_CONFORMANCE_{k}"))
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("CASES"), Some("8"));
-        assert_eq!(get("SEED"), Some("7"));
-        assert_eq!(get("QUICK_CHECKS"), Some("true"));
-        assert_eq!(get("FAULT_BUDGET_SECS"), Some("60"));
-    }
 }

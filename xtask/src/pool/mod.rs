@@ -1,14 +1,15 @@
-//! The options of every command that creates a pool ([`PoolArgs`]), and the glue to the
-//! workspace's test-pool helper, [`store_zfs::testing::pool`], which does the work (names,
+//! The options of every command that creates a pool ([`PoolArgs`]), the pool a run works on
+//! ([`RunPool`]), and the glue to the workspace's test-pool helper, [`store_zfs::testing::pool`], which does the work (names,
 //! the pool directory and its records, `zpool create|destroy`, the owner check).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use store_zfs::daemon_lock::DaemonSerialized;
-use store_zfs::testing::pool::{
-    self, DEFAULT_PREFIX, PoolDir, PoolName, PoolRecord, fresh_name, parse_size,
-};
+mod run_pool;
+
+pub use run_pool::RunPool;
+use store_zfs::testing::pool::{DEFAULT_PREFIX, PoolDir, parse_size};
 use store_zfs::{Runner, SystemRunner};
 
 use crate::error::Result;
@@ -62,23 +63,6 @@ impl PoolArgs {
             "--prefix".into(),
             self.prefix().into(),
         ]
-    }
-
-    /// Creates a pool with a fresh name under these options, recording `engine` (as
-    /// described to humans) in its record.
-    ///
-    /// # Errors
-    /// A malformed size, no free name, or the pool cannot be made.
-    pub async fn create_fresh(
-        &self,
-        runner: &dyn Runner,
-        engine: &str,
-    ) -> Result<(PoolDir, PoolName, PoolRecord)> {
-        let dir = self.dir();
-        let size = self.bytes()?;
-        let name = fresh_name(runner, &dir, &self.prefix()).await?;
-        let record = pool::create(runner, &dir, &name, size, engine).await?;
-        Ok((dir, name, record))
     }
 }
 
