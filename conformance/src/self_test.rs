@@ -26,7 +26,7 @@ const SYMPTOM: &str = "returned Published";
 pub const SELF_TEST_MAX_STEPS: usize = 8;
 
 /// Whether the suite caught the store broken on purpose, as it must.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SelfTestVerdict {
     /// Caught by the right check, with the right symptom and a shrunk sequence.
     pub caught: bool,

@@ -86,16 +86,12 @@ fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
         "test" => vec![
             Cmd::new(cargo)
                 .args(["test", "--workspace"])
-                .env(store_zfs_require_env(), "1"),
+                // Set, store-zfs's real-pool tests fail instead of skipping without ZFS.
+                .env(store_zfs::testing::REQUIRE_ZFS_ENV, "1"),
         ],
         "vm" => vec![conformance("vm").arg("--with-store-zfs-tests")],
         lane => vec![conformance(lane)],
     }
-}
-
-/// `ZSTORE_REQUIRE_ZFS`: set, store-zfs's tests fail instead of skipping without ZFS.
-fn store_zfs_require_env() -> &'static str {
-    store_zfs::testing::REQUIRE_ZFS_ENV
 }
 
 /// Runs the CI steps; returns the exit status.

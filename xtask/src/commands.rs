@@ -3,7 +3,7 @@
 use crate::cancel::Cancel;
 use crate::cli::{PoolCommand, VmCommand};
 use crate::engine::{self, EngineChoice};
-use crate::error::{EXIT_OK, EXIT_TIMEOUT, EXIT_VM_FAILED, Result, XtaskError};
+use crate::error::{EXIT_OK, EXIT_VM_FAILED, Result, XtaskError};
 use crate::runner::Runner;
 use crate::vm::{self, BuildOptions, GuestExit, VmSpec};
 use store_zfs::testing::pool::{self, PoolDir, PoolName};
@@ -165,37 +165,19 @@ pub async fn vm(runner: &Runner, cancel: &Cancel, cmd: VmCommand) -> Result<u8> 
                 })?;
                 spec.env.push((k.to_owned(), v.to_owned()));
             }
-            let outcome = vm::run::run(runner, cancel, &image, &spec).await?;
-            eprintln!(
-                "xtask: VM: guest phases after qemu start: {}; wall {:.1} s",
-                outcome.phase_summary(),
-                outcome.wall.as_secs_f64()
-            );
-            let fp = crate::leaks::Footprint {
-                qemu_marker: Some(outcome.marker.clone()),
-                dirs: vec![outcome.marker.clone().into()],
-                files: vec![outcome.marker.clone().into()],
-                ..Default::default()
-            };
-            let leaks = crate::leaks::check(&fp).await;
-            leaks.print("host, VM");
-            Ok(match outcome.exit {
-                GuestExit::Exited(code) => {
-                    eprintln!("xtask: VM: guest command exited with {code}");
-                    u8::try_from(code).unwrap_or(EXIT_VM_FAILED)
+            let (outcome, _) = vm::boot(runner, cancel, &image, &spec, "vm run").await?;
+            Ok(match outcome.exit.failure(&opts) {
+                Some((why, code)) => {
+                    eprintln!("xtask: VM: {why}");
+                    code
                 }
-                GuestExit::SetupFailed(why) => {
-                    eprintln!("xtask: VM: guest set-up failed: {why}");
-                    EXIT_VM_FAILED
-                }
-                GuestExit::NoStatus(_) => {
-                    eprintln!("xtask: VM: ended without an exit status");
-                    EXIT_VM_FAILED
-                }
-                GuestExit::BootTimeout | GuestExit::Timeout => {
-                    eprintln!("xtask: VM: timed out");
-                    EXIT_TIMEOUT
-                }
+                None => match outcome.exit {
+                    GuestExit::Exited(code) => {
+                        eprintln!("xtask: VM: guest command exited with {code}");
+                        u8::try_from(code).unwrap_or(EXIT_VM_FAILED)
+                    }
+                    _ => EXIT_VM_FAILED,
+                },
             })
         }
     }

@@ -165,17 +165,17 @@ async fn in_vm(runner: &Runner, cancel: &Cancel, args: &CrashArgs) -> Result<u8>
     let (image, mut spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
     spec.files
         .push((build(runner, "store-zfs").await?, "test-crash".into()));
-    eprintln!(
-        "xtask: crash: booting the OpenZFS guest (kernel {}, zfs {}); the parent and the child \
-         both run inside it",
-        image.manifest.kernel, image.manifest.zfs
-    );
-    let outcome = vm::run::run(runner, cancel, &image, &spec).await?;
-    match outcome.exit {
-        GuestExit::Exited(code) => {
-            println!("crash: (the above ran in the OpenZFS guest; it exited with {code})");
-            Ok(u8::try_from(code).unwrap_or(EXIT_FAILED))
-        }
-        other => Err(XtaskError::VmFailed(format!("{other:?}"))),
+    // The parent and the children all run inside the guest.
+    let (outcome, host_leaks) = vm::boot(runner, cancel, &image, &spec, "crash").await?;
+    if let Some((why, _)) = outcome.exit.failure(&args.vm) {
+        return Err(XtaskError::VmFailed(why));
     }
+    println!(
+        "crash: (the above ran in the OpenZFS guest; it ended with {:?})",
+        outcome.exit
+    );
+    Ok(match outcome.exit {
+        GuestExit::Exited(0) if host_leaks.clean() => EXIT_OK,
+        _ => EXIT_FAILED,
+    })
 }

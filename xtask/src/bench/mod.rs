@@ -209,12 +209,7 @@ async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<Zf
     }
     let (image, mut spec) = vm::guest_xtask(runner, cancel, &args.vm, argv).await?;
     spec.fetch.push("report.json".into());
-    eprintln!(
-        "xtask: bench: booting the OpenZFS guest (kernel {}, zfs {}; qemu TCG: absolute times \
-         are emulated, compare ratios)",
-        image.manifest.kernel, image.manifest.zfs
-    );
-    let outcome = vm::run::run(runner, cancel, &image, &spec).await?;
+    let (outcome, _) = vm::boot(runner, cancel, &image, &spec, "bench").await?;
     let guest: Option<BenchReport> = outcome
         .fetched
         .get("report.json")
@@ -232,9 +227,9 @@ async fn vm_zfs(runner: &Runner, cancel: &Cancel, args: &BenchArgs) -> Result<Zf
             );
             Ok(z)
         }
-        (GuestExit::Exited(code), _) => Err(XtaskError::VmFailed(format!(
-            "run-bench in the guest exited with {code} (see its output above)"
+        (other, _) => Err(XtaskError::VmFailed(other.failure(&args.vm).map_or_else(
+            || format!("run-bench in the guest ended with {other:?} (see its output above)"),
+            |(why, _)| why,
         ))),
-        (other, _) => Err(XtaskError::VmFailed(format!("{other:?}"))),
     }
 }

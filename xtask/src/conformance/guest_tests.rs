@@ -8,10 +8,9 @@
 //! thing; on the host they only meet zfs-fuse and the in-memory fake.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use tokio::task::JoinSet;
+use futures::StreamExt;
 
 use super::libtest;
 use super::report::TestRun;
@@ -83,47 +82,16 @@ pub async fn run(runner: &Runner, tests: &[PathBuf]) -> Vec<TestRun> {
 }
 
 async fn run_at_once(runner: &Runner, tests: &[PathBuf], at_once: usize) -> Vec<TestRun> {
-    let mut queue: Vec<(usize, PathBuf)> = tests.iter().cloned().enumerate().collect();
-    // Longest last, as the queue is taken from the end.
+    let mut queue: Vec<(usize, &PathBuf)> = tests.iter().enumerate().collect();
     queue.sort_by_key(|(i, exe)| (std::cmp::Reverse(estimated_secs(&name_of(exe))), *i));
-    queue.reverse();
-    let queue = Arc::new(Mutex::new(queue));
-    let mut workers = JoinSet::new();
-    for _ in 0..at_once.clamp(1, tests.len().max(1)) {
-        let (runner, queue) = (runner.clone(), Arc::clone(&queue));
-        workers.spawn(async move {
-            let mut done = Vec::new();
-            loop {
-                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
-                let Some((i, exe)) = next else {
-                    return done;
-                };
-                done.push((i, run_one(&runner, &exe).await));
-            }
-        });
-    }
-    let mut runs = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        match done {
-            Ok(done) => runs.extend(done),
-            Err(e) => tracing::error!("a guest test worker failed: {e}"),
-        }
-    }
+    // Started in queue order as slots free up.
+    let mut runs: Vec<(usize, TestRun)> = futures::stream::iter(queue)
+        .map(|(i, exe)| async move { (i, run_one(runner, exe).await) })
+        .buffer_unordered(at_once.max(1))
+        .collect()
+        .await;
     runs.sort_by_key(|(i, _)| *i);
-    let mut runs: Vec<TestRun> = runs.into_iter().map(|(_, r)| r).collect();
-    // A worker that panicked took its executables' results with it: report them as failed.
-    for exe in tests {
-        let name = name_of(exe);
-        if !runs.iter().any(|r| r.name == name) {
-            runs.push(TestRun {
-                name,
-                passed: false,
-                secs: 0,
-                summary: "not run: its worker failed".into(),
-            });
-        }
-    }
-    runs
+    runs.into_iter().map(|(_, r)| r).collect()
 }
 
 fn name_of(exe: &Path) -> String {
@@ -172,6 +140,8 @@ async fn run_one(runner: &Runner, exe: &Path) -> TestRun {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     /// Answers every command after a short sleep, failing `test-bad`; records the most

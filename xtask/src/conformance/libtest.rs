@@ -11,9 +11,9 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use conformance::{CheckLine, LineVerdict};
+use conformance::{CheckLine, LineVerdict, SelfTestVerdict};
 
-use super::report::{SelfTestVerdict, SuiteReport};
+use super::report::SuiteReport;
 use crate::error::{Result, XtaskError};
 use crate::runner::{Cmd, Runner};
 

@@ -4,7 +4,7 @@
 
 use super::lane::Lane;
 use super::report::{Outcome, RunReport};
-use super::seam::{self, SuiteOptions, SuiteTarget};
+use super::seam::{self, SuiteTarget};
 use crate::cancel::Cancel;
 use crate::cli::SuiteArgs;
 use crate::engine::EngineChoice;
@@ -32,8 +32,7 @@ pub async fn run(
         );
     }
     if choice == EngineChoice::Fake {
-        let opts = options(Lane::Fake, args);
-        let outcome = suite(runner, cancel, &SuiteTarget::Fake, &opts).await;
+        let outcome = suite(runner, cancel, &SuiteTarget::Fake, args, Lane::Fake).await;
         return RunReport {
             engine: "fake (store-fake on plain directories, no ZFS)".into(),
             pool: None,
@@ -56,13 +55,10 @@ pub async fn run(
             );
         }
     };
-    let opts = options(
-        match pool.engine.kind() {
-            Engine::ZfsFuse => Lane::ZfsFuse,
-            _ => Lane::Kernel,
-        },
-        args,
-    );
+    let lane = match pool.engine.kind() {
+        Engine::ZfsFuse => Lane::ZfsFuse,
+        _ => Lane::Kernel,
+    };
     let described = pool.engine.describe();
     let pool_name = Some(pool.name.to_string());
     let target = SuiteTarget::Zfs {
@@ -72,7 +68,7 @@ pub async fn run(
         // Interrupted while the pool was being made: skip the suite, still clean up below.
         error_outcome(XtaskError::Interrupted)
     } else {
-        suite(runner, cancel, &target, &opts).await
+        suite(runner, cancel, &target, args, lane).await
     };
     let tests = if args.lane.then_run_tests.is_empty() || cancel.is_cancelled() {
         Vec::new()
@@ -96,29 +92,17 @@ pub async fn run(
     }
 }
 
-/// The suite options for `lane` (unless `--lane` overrides it) from the command line.
-fn options(lane: Lane, args: &SuiteArgs) -> SuiteOptions {
-    SuiteOptions {
-        cases: args.cases,
-        max_ops: args.lane.max_ops,
-        concurrency_cases: args.lane.concurrency_cases,
-        quick_checks: args.lane.quick_checks,
-        seed: args.seed,
-        replay: args.replay.clone(),
-        self_test: args.lane.self_test_broken_store,
-        parallel: args.lane.parallel,
-        test_exe: args.lane.test_exe.clone(),
-        ..SuiteOptions::for_lane(args.lane.lane.unwrap_or(lane))
-    }
-}
-
 async fn suite(
     runner: &Runner,
     cancel: &Cancel,
     target: &SuiteTarget,
-    opts: &SuiteOptions,
+    args: &SuiteArgs,
+    lane: Lane,
 ) -> Outcome {
-    match cancel.run(seam::run_suite(runner, target, opts)).await {
+    match cancel
+        .run(seam::run_suite(runner, target, args, lane))
+        .await
+    {
         Ok(report) => Outcome::Completed { report },
         Err(e) => error_outcome(e),
     }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use conformance::{CheckLine, LineVerdict};
+use conformance::{CheckLine, LineVerdict, SelfTestVerdict};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EXIT_FAILED, EXIT_OK};
@@ -19,15 +19,6 @@ pub struct SuiteReport {
     /// For the suite's self-test (a deliberately broken store): whether it was caught.
     #[serde(default)]
     pub self_test: Option<SelfTestVerdict>,
-}
-
-/// Whether the suite caught the deliberately broken store of its self-test.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SelfTestVerdict {
-    /// Caught as it must be: the right check, the right symptom, a shrunk sequence.
-    pub caught: bool,
-    /// What happened, for people.
-    pub explanation: String,
 }
 
 /// A test executable run after the suite (store-zfs's integration tests in the guest).

@@ -8,11 +8,10 @@
 //! Everything around the seam (engines, pools, the VM, leak checks, the summary and the exit
 //! status) is the same for every target.
 
-use std::path::PathBuf;
-
 use super::lane::{Budget, Lane};
 use super::libtest::{self, SuiteRun};
 use super::report::SuiteReport;
+use crate::cli::SuiteArgs;
 use crate::error::{Result, XtaskError};
 use crate::runner::Runner;
 
@@ -28,84 +27,32 @@ pub enum SuiteTarget {
     },
 }
 
-/// Suite parameters from the command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SuiteOptions {
-    /// Which lane's default sizes to use.
-    pub lane: Lane,
-    /// Number of generated `sequences` cases.
-    pub cases: Option<u32>,
-    /// Longest generated sequence.
-    pub max_ops: Option<usize>,
-    /// Cases of the `concurrency` property.
-    pub concurrency_cases: Option<u32>,
-    /// Compare only what each step touched.
-    pub quick_checks: bool,
-    /// Seed for generated cases.
-    pub seed: Option<u64>,
-    /// A recorded failing sequence to replay.
-    pub replay: Option<PathBuf>,
-    /// Run only the suite's self-test (its stores broken on purpose must be caught).
-    pub self_test: bool,
-    /// How many checks run at once (`None`: the lane's default).
-    pub parallel: Option<usize>,
-    /// The backend's conformance test executable, built elsewhere (the guest has no cargo);
-    /// `None`: build it here.
-    pub test_exe: Option<PathBuf>,
+/// How many checks run at once (libtest's `--test-threads`): `--parallel`, else the lane's.
+fn parallel(args: &SuiteArgs, lane: Lane) -> usize {
+    args.lane
+        .parallel
+        .unwrap_or_else(|| Budget::for_lane(lane).parallel)
+        .max(1)
 }
 
-impl SuiteOptions {
-    /// The options for `lane` with nothing overridden.
-    pub fn for_lane(lane: Lane) -> Self {
-        Self {
-            lane,
-            cases: None,
-            max_ops: None,
-            concurrency_cases: None,
-            quick_checks: false,
-            seed: None,
-            replay: None,
-            self_test: false,
-            parallel: None,
-            test_exe: None,
-        }
-    }
-
-    /// How many checks run at once (libtest's `--test-threads`).
-    pub fn parallel(&self) -> usize {
-        self.parallel
-            .unwrap_or_else(|| Budget::for_lane(self.lane).parallel)
-            .max(1)
-    }
-
-    /// The suite's knobs: the suite defaults, the lane's budget, the `ZSTORE_CONFORMANCE_*`
-    /// variables, then these options.
-    ///
-    /// # Errors
-    /// A malformed `ZSTORE_CONFORMANCE_*` variable.
-    pub fn config(&self) -> Result<conformance::Config> {
-        let mut config = conformance::Config::default();
-        Budget::for_lane(self.lane).apply(&mut config);
-        let mut config = config
-            .with_env()
-            .map_err(|e| XtaskError::Invalid(format!("conformance settings: {e}")))?;
-        if let Some(n) = self.cases {
-            config.cases = n;
-        }
-        if let Some(n) = self.max_ops {
-            config.max_ops = n;
-        }
-        if let Some(n) = self.concurrency_cases {
-            config.concurrency_cases = n;
-        }
-        if self.quick_checks {
-            config.full_check_each_step = false;
-        }
-        if self.seed.is_some() {
-            config.seed = self.seed;
-        }
-        Ok(config)
-    }
+/// The suite's knobs: the suite defaults, the lane's budget, the `ZSTORE_CONFORMANCE_*`
+/// variables, then the command line.
+///
+/// # Errors
+/// A malformed `ZSTORE_CONFORMANCE_*` variable.
+fn config(args: &SuiteArgs, lane: Lane) -> Result<conformance::Config> {
+    let mut config = conformance::Config::default();
+    Budget::for_lane(lane).apply(&mut config);
+    let mut config = config
+        .with_env()
+        .map_err(|e| XtaskError::Invalid(format!("conformance settings: {e}")))?;
+    let l = &args.lane;
+    config.cases = args.cases.unwrap_or(config.cases);
+    config.max_ops = l.max_ops.unwrap_or(config.max_ops);
+    config.concurrency_cases = l.concurrency_cases.unwrap_or(config.concurrency_cases);
+    config.full_check_each_step &= !l.quick_checks;
+    config.seed = args.seed.or(config.seed);
+    Ok(config)
 }
 
 /// Runs the conformance suite (or only its self-test, or one replay) against `target`; the
@@ -117,16 +64,20 @@ impl SuiteOptions {
 pub async fn run_suite(
     runner: &Runner,
     target: &SuiteTarget,
-    opts: &SuiteOptions,
+    args: &SuiteArgs,
+    lane: Lane,
 ) -> Result<SuiteReport> {
-    if opts.self_test && opts.replay.is_some() {
+    // `--lane` picks the sizes of another lane than the engine's.
+    let lane = args.lane.lane.unwrap_or(lane);
+    let self_test = args.lane.self_test_broken_store;
+    if self_test && args.replay.is_some() {
         return Err(XtaskError::Invalid(
             "--replay runs a saved sequence against the store as it is; the self-test's \
              broken store is not replayed"
                 .into(),
         ));
     }
-    let config = opts.config()?;
+    let config = config(args, lane)?;
     let seed = config.seed.unwrap_or_else(random_seed);
     let (package, module, mut env) = match target {
         SuiteTarget::Fake => ("store-fake", "report_busy", Vec::new()),
@@ -150,9 +101,9 @@ pub async fn run_suite(
         }
         .to_env(),
     );
-    let only = if opts.self_test {
+    let only = if self_test {
         Some("self_test".to_owned())
-    } else if let Some(file) = &opts.replay {
+    } else if let Some(file) = &args.replay {
         env.push((
             conformance::REPLAY_ENV.to_owned(),
             file.display().to_string(),
@@ -161,22 +112,22 @@ pub async fn run_suite(
     } else {
         None
     };
-    let exe = match &opts.test_exe {
+    let exe = match &args.lane.test_exe {
         Some(exe) => exe.clone(),
         None => libtest::build(runner, package).await?,
     };
-    announce(&config, opts);
+    announce(&config, self_test, parallel(args, lane));
     let run = SuiteRun {
         exe,
         module: module.to_owned(),
         only,
-        threads: opts.parallel(),
+        threads: parallel(args, lane),
         env,
     };
     let mut report = run.run(runner).await?;
     // The self-test has a seed of its own.
-    report.seed = (!opts.self_test).then_some(seed);
-    if !opts.self_test {
+    report.seed = (!self_test).then_some(seed);
+    if !self_test {
         // A full run counts the self-test as one of its cases; only a self-test run is
         // decided by its verdict.
         report.self_test = None;
@@ -185,8 +136,8 @@ pub async fn run_suite(
 }
 
 /// Prints what the run will do.
-fn announce(config: &conformance::Config, opts: &SuiteOptions) {
-    if opts.self_test {
+fn announce(config: &conformance::Config, self_test: bool, parallel: usize) {
+    if self_test {
         println!("suite: the self-test only (its own fixed sizes and seed)");
         return;
     }
@@ -203,7 +154,7 @@ fn announce(config: &conformance::Config, opts: &SuiteOptions) {
         config.concurrency_cases,
         config.load_builds,
         config.load_jobs,
-        opts.parallel(),
+        parallel,
     );
 }
 

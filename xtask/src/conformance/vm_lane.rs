@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use super::report::{Outcome, RunReport};
 use crate::cancel::Cancel;
 use crate::cli::ConformanceArgs;
-use crate::error::{EXIT_TIMEOUT, EXIT_VM_FAILED, Result, XtaskError};
-use crate::leaks::{self, Footprint, LeakReport};
+use crate::error::{EXIT_VM_FAILED, Result, XtaskError};
+use crate::leaks::LeakReport;
 use crate::runner::Runner;
-use crate::vm::{self, GUEST_CTL, GuestExit};
+use crate::vm::{self, GUEST_CTL};
 
 /// Runs the suite in the guest and returns the combined report.
 pub async fn run(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> RunReport {
@@ -109,31 +109,7 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         k.starts_with("ZSTORE_CONFORMANCE_") && k != "ZSTORE_CONFORMANCE_ARTIFACTS"
     }));
 
-    eprintln!(
-        "xtask: booting the OpenZFS guest (kernel {}, zfs {}; qemu TCG, {} MiB, {} vCPU)",
-        image.manifest.kernel, image.manifest.zfs, spec.mem_mib, spec.cpus
-    );
-    let outcome = vm::run::run(runner, cancel, &image, &spec).await?;
-    match outcome.boot_to_ready {
-        Some(t) => eprintln!(
-            "xtask: VM: boot-to-ready {:.1} s; guest phases after qemu start: {}; VM wall time {:.1} s",
-            t.as_secs_f64(),
-            outcome.phase_summary(),
-            outcome.wall.as_secs_f64()
-        ),
-        None => eprintln!(
-            "xtask: VM: guest never got ready; wall time {:.1} s",
-            outcome.wall.as_secs_f64()
-        ),
-    }
-    let host_leaks = leaks::check(&Footprint {
-        qemu_marker: Some(outcome.marker.clone()),
-        dirs: vec![PathBuf::from(&outcome.marker)],
-        files: vec![PathBuf::from(&outcome.marker)],
-        ..Footprint::default()
-    })
-    .await;
-    host_leaks.print("host, VM lane");
+    let (outcome, host_leaks) = vm::boot(runner, cancel, &image, &spec, "conformance").await?;
     let guest_report: Option<RunReport> = outcome
         .fetched
         .get("report.json")
@@ -145,53 +121,24 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
             .map_or("OpenZFS", |r| r.engine.as_str()),
         image.manifest.kernel
     );
-    let vm_error = |message: String, exit_code: u8| Outcome::Error { message, exit_code };
     let mut tests = Vec::new();
-    let (outcome_, pool, guest_leaks) = match (outcome.exit, guest_report) {
-        (GuestExit::Exited(_), Some(r)) => {
+    let (outcome_, pool, guest_leaks) = match (outcome.exit.failure(&args.vm), guest_report) {
+        (None, Some(r)) => {
             tests = r.tests;
             (r.outcome, r.pool, r.leaks)
         }
-        (GuestExit::Exited(code), None) => (
-            vm_error(
-                format!("the guest command exited with {code} without writing a report"),
-                EXIT_VM_FAILED,
-            ),
-            None,
-            None,
-        ),
-        (GuestExit::SetupFailed(why), _) => (
-            vm_error(format!("guest set-up failed: {why}"), EXIT_VM_FAILED),
-            None,
-            None,
-        ),
-        (GuestExit::NoStatus(tail), _) => (
-            vm_error(
-                format!("the VM ended without a status; console:\n{tail}"),
-                EXIT_VM_FAILED,
-            ),
-            None,
-            None,
-        ),
-        (GuestExit::BootTimeout, _) => (
-            vm_error(
-                format!(
-                    "the guest was not ready within {} s",
-                    args.vm.vm_boot_timeout
-                ),
-                EXIT_TIMEOUT,
-            ),
-            None,
-            None,
-        ),
-        (GuestExit::Timeout, _) => (
-            vm_error(
-                format!("the VM exceeded --vm-timeout {} s", args.vm.vm_timeout),
-                EXIT_TIMEOUT,
-            ),
-            None,
-            None,
-        ),
+        (failure, _) => {
+            let (message, exit_code) = failure.unwrap_or_else(|| {
+                (
+                    format!(
+                        "the guest command exited ({:?}) without writing a report",
+                        outcome.exit
+                    ),
+                    EXIT_VM_FAILED,
+                )
+            });
+            (Outcome::Error { message, exit_code }, None, None)
+        }
     };
     let mut leftovers: Vec<String> = guest_leaks
         .map(|l| {
