@@ -6,7 +6,6 @@
 //! process; with the `bench` feature, `bench`, the benchmark's ZFS part.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,14 +23,11 @@ pub mod pool;
 
 #[cfg(feature = "testing")]
 use crate::backoff::Backoff;
-#[cfg(feature = "testing")]
 use crate::daemon_lock::DaemonSerialized;
-use crate::daemon_lock::{DaemonLock, talks_to_daemon};
 use crate::engine::Engine;
 pub use crate::fake_zfs::FakeZfs;
 #[cfg(feature = "testing")]
 use crate::layout::is_within;
-#[cfg(feature = "testing")]
 use crate::runner::SystemRunner;
 use crate::runner::{Cmd, CmdOutput, RunError, Runner};
 use crate::state::lock;
@@ -48,22 +44,23 @@ pub const REQUIRE_ZFS_ENV: &str = "ZSTORE_REQUIRE_ZFS";
 pub const POOL_ENV: &str = "ZSTORE_TEST_POOL";
 
 /// Which engine the machine's `zfs` is (`zfs version` works only on OpenZFS).
+/// ([`Engine::detect`]; zfs-fuse when `zfs` does not answer at all). Blocking.
 pub fn engine() -> Engine {
-    match run_sync("zfs", &["version"]) {
-        Ok(out) => Engine::OpenZfs {
-            version: out.lines().next().unwrap_or("").trim().to_owned(),
-        },
-        Err(_) => Engine::ZfsFuse,
-    }
+    blocking(
+        "detecting the ZFS engine",
+        Engine::detect(Arc::new(SystemRunner)),
+    )
+    .unwrap_or(Engine::ZfsFuse)
 }
 
 /// Whether `zfs`/`zpool` run and a ZFS daemon or module answers.
+/// Blocking.
 pub fn zfs_available() -> bool {
-    match run_sync("zpool", &["list", "-H", "-o", "name"]) {
-        Ok(_) => true,
-        // run_sync's message carries stderr.
-        Err(e) => e.contains("no pools"),
-    }
+    let runner = DaemonSerialized::new(Arc::new(SystemRunner));
+    blocking("listing pools", async {
+        runner.run(&Cmd::zpool(["list", "-H", "-o", "name"])).await
+    })
+    .is_ok_and(|out| out.success() || out.stderr.contains("no pools"))
 }
 
 /// For tests that need ZFS: `true` if it is available. Otherwise prints `SKIPPED <test>` past
@@ -85,31 +82,6 @@ pub fn require_zfs(test: &str) -> bool {
          {REQUIRE_ZFS_ENV}=1 to make this a failure"
     );
     false
-}
-
-/// Runs a command to completion, under the [`DaemonLock`] (these probes share the machine's
-/// zfs-fuse daemon with the stores under test). For the probes above, which run before any
-/// runtime or pool exists; [`TestPool`] runs its commands through [`pool`] instead.
-fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
-    let lock = match talks_to_daemon(program) {
-        true => Some(DaemonLock::acquire_blocking().map_err(|e| e.to_string())?),
-        false => None,
-    };
-    let out = Command::new(program)
-        .args(args)
-        .stdin(lock.as_ref().map_or_else(Stdio::null, DaemonLock::stdin))
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        ))
-    }
 }
 
 /// A 512 MiB pool on a sparse file in the default pool directory ([`pool::PoolDir`]:
@@ -143,7 +115,6 @@ const TEST_POOL_BYTES: u64 = 512 << 20;
 /// thread: `Runtime::block_on` panics on a thread that already runs a runtime, and a
 /// [`TestPool`] must be usable (and droppable) anywhere. A panic in `work` comes back as an
 /// error, so that drop never panics.
-#[cfg(feature = "testing")]
 fn blocking<T, E, F>(what: &str, work: F) -> Result<T, String>
 where
     T: Send,
