@@ -39,8 +39,23 @@ pub enum Defect {
     /// Counts copies out, but forgets to count down when a copy is dropped (OBuilder's leaked
     /// clone counter): `delete_cache` stays Busy.
     LeaksCopyCountOnDrop,
-    /// Escapes cache names lossily: `a%2fb` and `a/b` share storage.
+    /// Escapes cache names lossily: `a%2fb` (and `a%2Fb`) and `a/b` share storage.
     LossyCacheNameEscaping,
+    /// Turns `/` in cache names into `_`: `a/b` and `a_b` share storage.
+    CacheNameSlashToUnderscore,
+    /// Folds the case of cache names: `Opam` and `opam` share storage.
+    CacheNameCaseFolded,
+    /// Cuts cache names to their first 64 bytes: long names with a common start share storage.
+    CacheNameTruncated,
+    /// Drops trailing dots and spaces of cache names, as some filesystems do: `c.` and `c`
+    /// share storage.
+    CacheNameTrailingDotsDropped,
+    /// Normalizes cache names to composed Unicode: `cafe\u{301}` and `café` share storage.
+    CacheNameUnicodeNormalized,
+    /// Folds the case of ids: `X` and `x` are one result.
+    IdCaseFolded,
+    /// Maps `.` and `-` in ids to `_`: `a.b` and `a_b` are one result.
+    IdPunctuationFolded,
     /// Creates every cache owned by root, whatever user was asked for.
     IgnoresCacheOwner,
     /// Turns the build function's own error into a store error.
@@ -173,13 +188,37 @@ impl Broken {
         self.scratch.join("ghost").join(id.as_str())
     }
 
+    /// The name the inner store sees: the defect's mapping, or the name itself. Every
+    /// mapping keeps a valid name (it only gets shorter or changes characters, gaining no
+    /// NUL); one that would not falls back to the name.
     fn inner_name(&self, name: &CacheName) -> CacheName {
-        if self.defect == Defect::LossyCacheNameEscaping {
-            // Still a valid name: it only gets shorter and gains no NUL.
-            CacheName::new(name.as_str().replace("%2f", "/")).unwrap_or_else(|_| name.clone())
-        } else {
-            name.clone()
-        }
+        let s = name.as_str();
+        let mapped = match self.defect {
+            Defect::LossyCacheNameEscaping => s.replace("%2f", "/").replace("%2F", "/"),
+            Defect::CacheNameSlashToUnderscore => s.replace('/', "_"),
+            Defect::CacheNameCaseFolded => s.to_lowercase(),
+            Defect::CacheNameTruncated => {
+                let mut end = s.len().min(64);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s[..end].to_owned()
+            }
+            Defect::CacheNameTrailingDotsDropped => s.trim_end_matches(['.', ' ']).to_owned(),
+            Defect::CacheNameUnicodeNormalized => s.replace("e\u{301}", "\u{e9}"),
+            _ => return name.clone(),
+        };
+        CacheName::new(mapped).unwrap_or_else(|_| name.clone())
+    }
+
+    /// The id the inner store sees: the defect's mapping, or the id itself.
+    fn inner_id(&self, id: &Id) -> Id {
+        let mapped = match self.defect {
+            Defect::IdCaseFolded => id.as_str().to_lowercase(),
+            Defect::IdPunctuationFolded => id.as_str().replace(['.', '-'], "_"),
+            _ => return id.clone(),
+        };
+        Id::new(mapped).unwrap_or_else(|_| id.clone())
     }
 
     fn forget_result(&self, id: &Id) {
@@ -209,7 +248,8 @@ impl Store for Broken {
         id: &Id,
         f: BuildFn<'_>,
     ) -> Result<(), BuildError<BuildFnError>> {
-        let mut base = base.cloned();
+        let id = &self.inner_id(id);
+        let mut base = base.map(|b| self.inner_id(b));
         if self.defect == Defect::LeaksPreviousBuildIntoFreshBuild && base.is_none() {
             let last = lock(&self.shared.last_built).clone();
             if let Some(last) = last
@@ -348,6 +388,7 @@ impl Store for Broken {
     }
 
     async fn result(&self, id: &Id) -> Result<Option<PathBuf>, StoreError> {
+        let id = &self.inner_id(id);
         let r = self.inner.result(id).await?;
         if r.is_none() && lock(&self.shared.ghosts).contains(id) {
             return Ok(Some(self.ghost(id)));
@@ -362,6 +403,7 @@ impl Store for Broken {
     }
 
     async fn log_file(&self, id: &Id) -> Result<PathBuf, StoreError> {
+        let id = &self.inner_id(id);
         if self.defect == Defect::WritableResultFeedsLaterBuilds
             && self.mirror(id).exists()
             && matches!(self.inner.result(id).await, Ok(Some(_)))
@@ -372,7 +414,7 @@ impl Store for Broken {
     }
 
     async fn delete(&self, id: &Id) -> Result<(), StoreError> {
-        let mut doomed = vec![id.clone()];
+        let mut doomed = vec![self.inner_id(id)];
         if self.defect == Defect::DeleteTakesChildren {
             let children = lock(&self.shared.children).clone();
             let mut i = 0;

@@ -36,8 +36,35 @@ impl Universe {
             vec![current]
         };
         Self {
-            ids: ["base", "mid", "top", "x", "y", "z"].map(id).to_vec(),
-            caches: ["opam", "a/b", "a%2fb"].map(cache).to_vec(),
+            // With names a naive mapping would merge (see `collisions`): `X` and `x`, `a.b`
+            // and `a_b`; `a/b`, `a%2fb`, `a%2Fb` and `a_b`, `opam` and `Opam`, `c` and `c.`,
+            // the composed and decomposed `café`, two long names equal up to the last byte.
+            ids: ["base", "mid", "top", "x", "y", "z", "X", "a.b", "a_b"]
+                .map(id)
+                .to_vec(),
+            caches: [
+                "opam",
+                "a/b",
+                "a%2fb",
+                "a%2Fb",
+                "a_b",
+                "Opam",
+                "c",
+                "c.",
+                "caf\u{e9}",
+                "cafe\u{301}",
+            ]
+            .map(cache)
+            .into_iter()
+            .chain(
+                crate::collisions::cache_groups()
+                    .last()
+                    .into_iter()
+                    .flatten()
+                    .take(2)
+                    .map(|n| cache(n)),
+            )
+            .collect(),
             users,
             can_reopen,
         }
@@ -45,7 +72,15 @@ impl Universe {
 
     fn cache(&self) -> BoxedStrategy<CacheName> {
         let first = self.caches[0].clone();
-        prop_oneof![3 => Just(first), 2 => select(self.caches.clone())].boxed()
+        // The two long names last in the list get an arm of their own: drawn as rarely as
+        // the others, a sequence seldom holds both, and a truncating mapping slipped through.
+        let long = self.caches[self.caches.len().saturating_sub(2)..].to_vec();
+        prop_oneof![
+            3 => Just(first),
+            2 => select(self.caches.clone()),
+            1 => select(long)
+        ]
+        .boxed()
     }
 
     pub(crate) fn ops(&self, max_ops: usize) -> BoxedStrategy<Vec<Op>> {

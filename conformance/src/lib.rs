@@ -22,7 +22,13 @@
 //!   generation wins, every copy holds exactly the version it was taken from).
 //! - **Named scenarios**, each a readable test: OBuilder's `test_store` and `test_cache`, and
 //!   one per known fault of OBuilder's ZFS store (see [`check_names`]), and
-//!   `bad_input_changes_nothing` (see *Bad input* below).
+//!   `bad_input_changes_nothing` (see *Bad input* below). Two of them,
+//!   `a_cache_name_that_needs_escaping_works_and_stays_separate` and
+//!   `ids_a_naive_mapping_would_merge_stay_separate`, use groups of names that the mappings a
+//!   backend author is likely to write would merge (percent-style escaping that leaves `%`
+//!   alone, `/` to `_`, case folding, truncation, trailing dots and spaces dropped, Unicode
+//!   normalization), and the generated sequences draw from them too: a mapping that is not
+//!   injective shows as two names sharing storage.
 //! - **`fault_sweep`** (crash safety; for backends whose factory declares
 //!   [`Capabilities::fault_injection`]): every operation — builds with and without a base, a
 //!   failing build, cache acquires, releases that publish and that discard, deleting a base
@@ -159,6 +165,7 @@
 mod bad_input;
 pub mod broken;
 mod check_line;
+mod collisions;
 mod concurrency;
 mod config;
 pub mod crash;

@@ -35,8 +35,8 @@ pub struct SelfTestVerdict {
 }
 
 /// The self-test's knobs: only `sequences`, 60 cases of up to 10 steps with quick checks,
-/// seed 5. Stale releases are rare in random sequences (a few cases in a hundred have one);
-/// with this seed the suite finds one and shrinks it to the minimal four steps in 28 cases in
+/// seed 7. Stale releases are rare in random sequences (a few cases in a hundred have one);
+/// with this seed the suite finds one and shrinks it to a few steps in 32 cases in
 /// all, which keeps the self-test to a few minutes even on a slow engine. The generated
 /// sequences depend only on the seed, for every store that keeps the contract outside the
 /// defect.
@@ -45,7 +45,7 @@ pub fn self_test_config() -> Config {
         only: Some(vec![CHECK.to_owned()]),
         cases: 60,
         max_ops: 10,
-        seed: Some(5),
+        seed: Some(7),
         full_check_each_step: false,
         max_shrink_time: Duration::from_secs(300),
         ..Config::default()

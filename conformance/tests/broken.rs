@@ -39,7 +39,14 @@ fn expect_failure(report: &Report, check: &str) -> conformance::Failure {
 #[case::writable_result_feeds_builds(Defect::WritableResultFeedsLaterBuilds, &["did not start as a copy"])]
 #[case::records_cancelled_build(Defect::RecordsCancelledBuild, &["has no result"])]
 #[case::leaks_copy_count(Defect::LeaksCopyCountOnDrop, &["Busy although no copy of it is out"])]
-#[case::lossy_escaping(Defect::LossyCacheNameEscaping, &["does not hold what the contract says", "owned by"])]
+#[case::lossy_escaping(Defect::LossyCacheNameEscaping, &["does not hold what the contract says", "owned by", "returned Busy although no copy"])]
+#[case::slash_to_underscore(Defect::CacheNameSlashToUnderscore, &["does not hold what the contract says", "owned by", "returned Busy although no copy"])]
+#[case::cache_case_folded(Defect::CacheNameCaseFolded, &["does not hold what the contract says", "owned by", "returned Busy although no copy"])]
+#[case::cache_truncated(Defect::CacheNameTruncated, &["does not hold what the contract says", "owned by", "returned Busy although no copy"])]
+#[case::trailing_dots(Defect::CacheNameTrailingDotsDropped, &["does not hold what the contract says", "owned by", "returned Busy although no copy"])]
+#[case::unicode_normalized(Defect::CacheNameUnicodeNormalized, &["does not hold what the contract says", "owned by", "returned Busy although no copy"])]
+#[case::id_case_folded(Defect::IdCaseFolded, &["does not hold what the contract says", "already", "has no result", "has a result"])]
+#[case::id_punctuation(Defect::IdPunctuationFolded, &["does not hold what the contract says", "already", "has no result", "has a result"])]
 #[case::swallows_fn_error(Defect::SwallowsBuildFnError, &["the function's own error"])]
 #[tokio::test(flavor = "multi_thread")]
 async fn sequences_catch(#[case] defect: Defect, #[case] symptoms: &[&str]) {
@@ -115,6 +122,31 @@ fn conformance_user_is_root() -> bool {
 #[case::escaping(
     Defect::LossyCacheNameEscaping,
     "a_cache_name_that_needs_escaping_works_and_stays_separate"
+)]
+#[case::slash_to_underscore(
+    Defect::CacheNameSlashToUnderscore,
+    "a_cache_name_that_needs_escaping_works_and_stays_separate"
+)]
+#[case::cache_case_folded(
+    Defect::CacheNameCaseFolded,
+    "a_cache_name_that_needs_escaping_works_and_stays_separate"
+)]
+#[case::cache_truncated(
+    Defect::CacheNameTruncated,
+    "a_cache_name_that_needs_escaping_works_and_stays_separate"
+)]
+#[case::trailing_dots(
+    Defect::CacheNameTrailingDotsDropped,
+    "a_cache_name_that_needs_escaping_works_and_stays_separate"
+)]
+#[case::unicode_normalized(
+    Defect::CacheNameUnicodeNormalized,
+    "a_cache_name_that_needs_escaping_works_and_stays_separate"
+)]
+#[case::id_case_folded(Defect::IdCaseFolded, "ids_a_naive_mapping_would_merge_stay_separate")]
+#[case::id_punctuation(
+    Defect::IdPunctuationFolded,
+    "ids_a_naive_mapping_would_merge_stay_separate"
 )]
 #[case::abandoned_copy(
     Defect::LeaksCopyCountOnDrop,

@@ -33,6 +33,7 @@ async fn scenario(
         "a_running_build_survives_deletion_of_its_base",
         "a_failed_build_leaves_nothing_and_the_id_can_be_rebuilt",
         "a_cache_name_that_needs_escaping_works_and_stays_separate",
+        "ids_a_naive_mapping_would_merge_stay_separate",
         "df_is_a_percentage_and_not_a_made_up_0",
         "an_abandoned_copy_does_not_keep_the_cache_busy",
         "a_missing_base_is_a_typed_error",

@@ -215,25 +215,12 @@ pub(crate) async fn a_cache_name_that_needs_escaping_works_and_stays_separate(ct
     let env = ctx.open().await?;
     let store = env.store();
     let me = crate::exec::current_user();
-    let names = [
-        "c:/windows/cache",
-        "c%3a%2fwindows%2fcache",
-        "c-%3a-windows-cache",
-        "a/b",
-        "a%2fb",
-        "a_2fb",
-        "-R",
-        "..",
-        "%",
-        "%25",
-        "café",
-        "caf%c3%a9",
-        "\n1",
-        "\u{a1}",
-        " leading space",
-        "x".repeat(store_api::CacheName::MAX_LEN).leak(),
-    ]
-    .map(cache_name);
+    // Every group of names a naive mapping would merge (see `collisions`).
+    let names: Vec<store_api::CacheName> = crate::collisions::cache_groups()
+        .concat()
+        .iter()
+        .map(|n| cache_name(n))
+        .collect();
     for name in &names {
         let lease = env.cache(me, name).await?;
         ensure!(
@@ -255,17 +242,48 @@ pub(crate) async fn a_cache_name_that_needs_escaping_works_and_stays_separate(ct
             "the only copy of {name:?} was {outcome:?}"
         );
     }
+    // Deleting one of a group leaves the others.
+    let deleted = &names[0];
     store
-        .delete_cache(&names[3])
+        .delete_cache(deleted)
         .await
-        .map_err(|e| format!("delete_cache({:?}): {e}", names[3]))?;
-    for (i, name) in names.iter().enumerate() {
+        .map_err(|e| format!("delete_cache({deleted:?}): {e}"))?;
+    for name in &names {
         let lease = env.cache(me, name).await?;
-        let expected = (i != 3).then(|| name.as_str().to_owned());
+        let expected = (name != deleted).then(|| name.as_str().to_owned());
         let got = read_in(&lease, "owner")?;
         ensure!(
             got == expected,
             "cache {name:?} holds {got:?}, expected {expected:?} (names share storage?)"
+        );
+    }
+    env.close().await
+}
+
+/// Ids a naive mapping would merge (case folding, punctuation, trailing dots, truncation;
+/// see `collisions`) are results of their own: each holds what its build wrote, and deleting
+/// one leaves the others.
+pub(crate) async fn ids_a_naive_mapping_would_merge_stay_separate(ctx: Ctx) -> Outcome {
+    let env = ctx.open().await?;
+    let ids: Vec<store_api::Id> = crate::collisions::id_groups()
+        .concat()
+        .iter()
+        .map(|i| id(i))
+        .collect();
+    for i in &ids {
+        env.build(None, i, &[("owner", i.as_str())]).await?;
+    }
+    let deleted = &ids[0];
+    env.store()
+        .delete(deleted)
+        .await
+        .map_err(|e| format!("delete({deleted}): {e}"))?;
+    env.expect_no_result(deleted, "it was deleted").await?;
+    for i in ids.iter().filter(|i| *i != deleted) {
+        let got = env.read(i, "owner").await?;
+        ensure!(
+            got == i.as_str(),
+            "the result of {i:?} holds the file of {got:?} (ids share storage?)"
         );
     }
     env.close().await

@@ -31,6 +31,7 @@ registry![
     faults::a_running_build_survives_deletion_of_its_base,
     faults::a_failed_build_leaves_nothing_and_the_id_can_be_rebuilt,
     faults::a_cache_name_that_needs_escaping_works_and_stays_separate,
+    faults::ids_a_naive_mapping_would_merge_stay_separate,
     faults::df_is_a_percentage_and_not_a_made_up_0,
     faults::an_abandoned_copy_does_not_keep_the_cache_busy,
     contract::a_missing_base_is_a_typed_error,

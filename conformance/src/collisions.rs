@@ -1,0 +1,79 @@
+//! Names that the mappings a backend author is likely to write would merge: percent-style
+//! escaping that leaves `%` alone, `/` turned into `_`, case folding, truncation to a length
+//! limit, dropping trailing dots or spaces (as Windows and some filesystems do), Unicode
+//! normalization. A backend whose name-to-storage mapping is not injective makes two of a
+//! group share storage; the scenarios and the generated sequences draw these names and check
+//! that each keeps its own contents.
+
+use store_api::{CacheName, Id};
+
+/// Groups of cache names, each merged by at least one naive mapping; every name is valid.
+pub(crate) fn cache_groups() -> Vec<Vec<String>> {
+    let long = |tail: &str| format!("{}{tail}", "x".repeat(CacheName::MAX_LEN - tail.len()));
+    [
+        // Percent-style escaping of `/` that leaves `%` alone, either case; `/` -> `_`.
+        &["a/b", "a%2fb", "a%2Fb", "a_b", "a_2fb"][..],
+        &[
+            "c:/windows/cache",
+            "c%3a%2fwindows%2fcache",
+            "c-%3a-windows-cache",
+        ],
+        // Case folding.
+        &["opam", "Opam", "OPAM"],
+        // Trailing dots and spaces dropped.
+        &["c", "c.", "c..", "c ", "c. "],
+        // Unicode normalization (NFC against NFD) and percent-encoding of UTF-8.
+        &["café", "cafe\u{301}", "caf%c3%a9"],
+        // Names a shell or an option parser would misread, and `%` itself.
+        &["-R", "..", "%", "%25", "\n1", "\u{a1}", " leading space"],
+    ]
+    .iter()
+    .map(|g| g.iter().map(|s| (*s).to_owned()).collect())
+    // Truncation to a length limit: the longest names, equal up to their last bytes.
+    .chain([vec![
+        long(""),
+        long("y"),
+        long("yz"),
+        "x".repeat(CacheName::MAX_LEN / 2),
+    ]])
+    .collect()
+}
+
+/// Groups of ids, each merged by at least one naive mapping; every id is valid.
+pub(crate) fn id_groups() -> Vec<Vec<String>> {
+    let long = |tail: &str| format!("{}{tail}", "i".repeat(Id::MAX_LEN - tail.len()));
+    [
+        // Case folding.
+        &["x", "X"][..],
+        // Punctuation mapped to one character.
+        &["a.b", "a_b", "a-b"],
+        // Trailing dots dropped.
+        &["t", "t.", "t.."],
+    ]
+    .iter()
+    .map(|g| g.iter().map(|s| (*s).to_owned()).collect())
+    // Truncation.
+    .chain([vec![long(""), long("j"), "i".repeat(Id::MAX_LEN / 2)]])
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_name_is_valid_and_appears_once() {
+        let caches: Vec<String> = cache_groups().concat();
+        for c in &caches {
+            CacheName::new(c.as_str()).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        }
+        assert_eq!(caches.iter().collect::<BTreeSet<_>>().len(), caches.len());
+        let ids: Vec<String> = id_groups().concat();
+        for i in &ids {
+            Id::new(i.as_str()).unwrap_or_else(|e| panic!("{i:?}: {e}"));
+        }
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+    }
+}
