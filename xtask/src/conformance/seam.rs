@@ -40,7 +40,7 @@ fn parallel(args: &SuiteArgs, lane: Lane) -> usize {
 ///
 /// # Errors
 /// A malformed `ZSTORE_CONFORMANCE_*` variable.
-fn config(args: &SuiteArgs, lane: Lane) -> Result<conformance::Config> {
+pub(super) fn config(args: &SuiteArgs, lane: Lane) -> Result<conformance::Config> {
     let mut config = conformance::Config::default();
     Budget::for_lane(lane).apply(&mut config);
     let mut config = config

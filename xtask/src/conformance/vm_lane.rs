@@ -56,28 +56,14 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
         ctl.join("report.json").into(),
     ];
     argv.extend(s.file.guest_args());
-    // The guest's engine is `kernel`; its suite is sized for the VM lane.
+    // The guest's engine is `kernel`; its suite is sized for the VM lane, with this command
+    // line's sizes on top (they travel as the variables below).
     argv.extend(["--lane".into(), "vm".into()]);
-    if let Some(n) = s.cases {
-        argv.extend(["--cases".into(), n.to_string().into()]);
-    }
-    if let Some(n) = s.lane.max_ops {
-        argv.extend(["--max-ops".into(), n.to_string().into()]);
-    }
-    if let Some(n) = s.lane.concurrency_cases {
-        argv.extend(["--concurrency-cases".into(), n.to_string().into()]);
-    }
-    if s.lane.quick_checks {
-        argv.push("--quick-checks".into());
-    }
     if let Some(n) = s.lane.parallel {
         argv.extend(["--parallel".into(), n.to_string().into()]);
     }
     if s.lane.self_test_broken_store {
         argv.push("--self-test-broken-store".into());
-    }
-    if let Some(seed) = s.seed {
-        argv.extend(["--seed".into(), seed.to_string().into()]);
     }
     if s.keep {
         // The guest is thrown away anyway; --keep only skips the in-guest pool destroy.
@@ -105,9 +91,13 @@ async fn run_inner(runner: &Runner, cancel: &Cancel, args: &ConformanceArgs) -> 
     }
     spec.fetch.push("report.json".into());
     // The suite's knobs set on the host apply in the guest too.
-    spec.env.extend(std::env::vars().filter(|(k, _)| {
-        k.starts_with("ZSTORE_CONFORMANCE_") && k != "ZSTORE_CONFORMANCE_ARTIFACTS"
-    }));
+    let mut vars: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("ZSTORE_CONFORMANCE_") && k != "ZSTORE_CONFORMANCE_ARTIFACTS"
+        })
+        .collect();
+    vars.extend(super::seam::config(s, super::lane::Lane::Vm)?.to_env());
+    spec.env.extend(vars);
 
     let (outcome, host_leaks) = vm::boot(runner, cancel, &image, &spec, "conformance").await?;
     let guest_report: Option<RunReport> = outcome

@@ -85,19 +85,15 @@ pub async fn boot(
         image.manifest.kernel, image.manifest.zfs, spec.mem_mib, spec.cpus
     );
     let outcome = run::run(runner, cancel, image, spec).await?;
-    match outcome.boot_to_ready {
-        Some(t) => eprintln!(
-            "xtask: VM: boot-to-ready {:.1} s; guest phases after qemu start: {}; VM wall time \
-             {:.1} s",
-            t.as_secs_f64(),
-            outcome.phase_summary(),
-            outcome.wall.as_secs_f64()
-        ),
-        None => eprintln!(
-            "xtask: VM: guest never got ready; wall time {:.1} s",
-            outcome.wall.as_secs_f64()
-        ),
-    }
+    let ready = outcome.phases.get("ready").map_or_else(
+        || "the guest never got ready".to_owned(),
+        |s| format!("boot-to-ready {s:.1} s"),
+    );
+    eprintln!(
+        "xtask: VM: {ready}; guest phases after qemu start: {}; VM wall time {:.1} s",
+        outcome.phase_summary(),
+        outcome.wall.as_secs_f64()
+    );
     let leaks = leaks::check(&Footprint {
         qemu_marker: Some(outcome.marker.clone()),
         dirs: vec![PathBuf::from(&outcome.marker)],

@@ -112,8 +112,6 @@ pub enum GuestExit {
 pub struct VmOutcome {
     /// How it ended.
     pub exit: GuestExit,
-    /// From qemu start until the guest reported "ready".
-    pub boot_to_ready: Option<Duration>,
     /// Guest phase events: name → seconds since qemu start (host clock).
     pub phases: BTreeMap<String, f64>,
     /// qemu start to qemu exit.
@@ -206,7 +204,6 @@ pub async fn run(
     record_events(&mut events, &mut phases, started, spec.verbose);
     tracing::info!(%status, secs = wall.as_secs_f64(), "qemu exited");
 
-    let boot_to_ready = phases.get("ready").map(|s| Duration::from_secs_f64(*s));
     let exit = match limit_hit {
         Some(r) => r,
         None => guest_exit(&ctl_path),
@@ -222,7 +219,6 @@ pub async fn run(
     drop(ctl);
     Ok(VmOutcome {
         exit,
-        boot_to_ready,
         phases,
         wall,
         fetched,
