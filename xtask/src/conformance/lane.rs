@@ -3,7 +3,7 @@
 //! the self-test) within the lane's time limit on a 2-core machine, and the command-line
 //! options that change them.
 //!
-//! Precedence, lowest first: the suite's own defaults, the lane's [`Budget`], the
+//! Precedence, lowest first: the suite's own defaults, the lane's [`config`], the
 //! `ZSTORE_CONFORMANCE_*` environment variables (see [`conformance::Config`]), then the
 //! command line (`--cases`, `--max-ops`, `--concurrency-cases`, `--quick-checks`).
 
@@ -33,100 +33,56 @@ pub enum Lane {
 /// makes sure it injects at least one fault, and says so, until the guest runs it whole.
 const VM_FAULT_FLOOR: u8 = 3;
 
-/// The suite's size on one lane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Budget {
-    /// Random operation sequences (`sequences`).
-    pub cases: u32,
-    /// Longest sequence.
-    pub max_ops: usize,
-    /// Cases of the `concurrency` property.
-    pub concurrency_cases: u32,
-    /// Compare every result and cache after each step (`false`: only what the step touched,
-    /// everything after reopen and at the end).
-    pub full_check_each_step: bool,
-    /// Builds of the `load` check, and how many run at once.
-    pub load_builds: usize,
-    /// See `load_builds`.
-    pub load_jobs: usize,
-    /// Time after which `fault_sweep` starts no new fault case (it runs only for factories
-    /// with fault injection).
-    pub fault_budget: Duration,
-    /// The least share (percent) of the possible faults the sweep must inject when its budget
-    /// cuts it short (see `conformance::Config::fault_floor_percent`), so that a slower
-    /// machine cannot quietly shrink it.
-    pub fault_floor_percent: u8,
-    /// How many checks run at once (libtest's `--test-threads`; each check on its own
-    /// stores, so they do not interfere). 1 on zfs-fuse, whose daemon serves one command at
-    /// a time and whose fault sweep has a time budget; 2 in the guest, whose two vCPUs
-    /// otherwise idle while one `zfs` command at a time is emulated, and on the fake.
-    pub parallel: usize,
+/// How many checks run at once on `lane` (libtest's `--test-threads`; each check on its own
+/// stores, so they do not interfere): 1 on zfs-fuse, whose daemon serves one command at a
+/// time and whose fault sweep has a time budget; 2 in the guest, whose two vCPUs otherwise
+/// idle while one `zfs` command at a time is emulated, and on the fake.
+pub fn parallel(lane: Lane) -> usize {
+    match lane {
+        Lane::Fake | Lane::Vm => 2,
+        Lane::ZfsFuse | Lane::Kernel => 1,
+    }
 }
 
-impl Budget {
-    /// The defaults of `lane`, measured on the 2-core CI machine (limits: zfs-fuse 5 minutes,
-    /// VM 8 minutes with boot).
-    ///
-    /// - zfs-fuse: a `sequences` case of up to 40 steps with full checks costs ~1 s, a
-    ///   `load` build ~0.1 s, the scenarios ~20 s; the fault sweep tries its ~110 faults in
-    ///   ~75 s. 100 cases and the full load: about 4.5 minutes.
-    /// - VM: every `zfs` command costs 100–200 ms under TCG; the named scenarios alone take
-    ///   ~5 minutes one after the other (`bad_input_changes_nothing` ~80 s), a `sequences`
-    ///   case of up to 12 steps with quick checks ~10 s, a `concurrency` case ~17 s. Two
-    ///   checks run at once (the guest has two vCPUs).
-    pub fn for_lane(lane: Lane) -> Self {
-        let suite = conformance::Config::default();
-        let full = Budget {
-            cases: suite.cases,
-            max_ops: suite.max_ops,
-            concurrency_cases: suite.concurrency_cases,
-            full_check_each_step: suite.full_check_each_step,
-            load_builds: suite.load_builds,
-            load_jobs: suite.load_jobs,
-            fault_budget: suite.fault_budget.unwrap_or(Duration::from_secs(180)),
-            fault_floor_percent: 50,
-            parallel: 1,
-        };
-        match lane {
-            Lane::Fake => Budget {
-                parallel: 2,
-                ..full
-            },
-            Lane::Kernel => full,
-            // The full load (200 builds, 10 at once): the store runs one zfs-fuse command at
-            // a time (store_zfs::daemon_lock), which is what kept the daemon alive.
-            // 62 of 106 faults (58%) in the 75 s on an idle 2-core machine, 46 (43%) beside
-            // the VM lane in CI.
-            Lane::ZfsFuse => Budget {
-                cases: 100,
-                fault_budget: Duration::from_secs(75),
-                fault_floor_percent: 25,
-                ..full
-            },
-            Lane::Vm => Budget {
-                cases: 8,
-                max_ops: 12,
-                concurrency_cases: 3,
-                full_check_each_step: false,
-                load_builds: 16,
-                load_jobs: 4,
-                fault_budget: Duration::from_secs(60),
-                fault_floor_percent: VM_FAULT_FLOOR,
-                parallel: 2,
-            },
-        }
-    }
-
-    /// Sets the suite's knobs to this budget.
-    pub fn apply(&self, config: &mut conformance::Config) {
-        config.cases = self.cases;
-        config.max_ops = self.max_ops;
-        config.concurrency_cases = self.concurrency_cases;
-        config.full_check_each_step = self.full_check_each_step;
-        config.load_builds = self.load_builds;
-        config.load_jobs = self.load_jobs;
-        config.fault_budget = Some(self.fault_budget);
-        config.fault_floor_percent = Some(self.fault_floor_percent);
+/// The suite's knobs on `lane`, measured on the 2-core CI machine (limits: zfs-fuse 5
+/// minutes, VM 8 minutes with boot). Every lane runs every kind of check.
+///
+/// - zfs-fuse: a `sequences` case of up to 40 steps with full checks costs ~1 s, a `load`
+///   build ~0.1 s, the scenarios ~20 s; the fault sweep tries its ~110 faults in ~75 s. 100
+///   cases and the full load: about 4.5 minutes. The fault floor (the least share of the
+///   possible faults a sweep cut short by its budget must inject, so that a slower machine
+///   cannot quietly shrink it): 62 of 106 faults (58%) in the 75 s on an idle 2-core machine,
+///   46 (43%) beside the VM lane in CI.
+/// - VM: every `zfs` command costs 100–200 ms under TCG; the named scenarios alone take ~5
+///   minutes one after the other (`bad_input_changes_nothing` ~80 s), a `sequences` case of
+///   up to 12 steps with quick checks ~10 s, a `concurrency` case ~17 s.
+pub fn config(lane: Lane) -> conformance::Config {
+    let full = conformance::Config {
+        fault_budget: Some(Duration::from_secs(180)),
+        fault_floor_percent: Some(50),
+        ..conformance::Config::default()
+    };
+    match lane {
+        Lane::Fake | Lane::Kernel => full,
+        // The full load (200 builds, 10 at once): the store runs one zfs-fuse command at a
+        // time (store_zfs::daemon_lock), which is what kept the daemon alive.
+        Lane::ZfsFuse => conformance::Config {
+            cases: 100,
+            fault_budget: Some(Duration::from_secs(75)),
+            fault_floor_percent: Some(25),
+            ..full
+        },
+        Lane::Vm => conformance::Config {
+            cases: 8,
+            max_ops: 12,
+            concurrency_cases: 3,
+            full_check_each_step: false,
+            load_builds: 16,
+            load_jobs: 4,
+            fault_budget: Some(Duration::from_secs(60)),
+            fault_floor_percent: Some(VM_FAULT_FLOOR),
+            ..full
+        },
     }
 }
 
@@ -175,19 +131,14 @@ mod tests {
     #[test]
     fn every_lane_runs_every_check_kind() {
         for lane in [Lane::Fake, Lane::ZfsFuse, Lane::Kernel, Lane::Vm] {
-            let b = Budget::for_lane(lane);
-            assert!(b.cases > 0 && b.max_ops > 0, "{lane:?}: sequences run");
-            assert!(b.concurrency_cases > 0, "{lane:?}: concurrency runs");
-            assert!(b.load_builds > 0 && b.load_jobs > 1, "{lane:?}: load runs");
+            let c = config(lane);
+            assert!(c.cases > 0 && c.max_ops > 0, "{lane:?}: sequences run");
+            assert!(c.concurrency_cases > 0, "{lane:?}: concurrency runs");
+            assert!(c.load_builds > 0 && c.load_jobs > 1, "{lane:?}: load runs");
+            assert!(c.fault_budget.is_some() && c.fault_floor_percent.is_some());
         }
-    }
-
-    #[test]
-    fn apply_sets_every_knob() {
-        let mut c = conformance::Config::default();
-        Budget::for_lane(Lane::Vm).apply(&mut c);
-        assert_eq!((c.cases, c.max_ops, c.concurrency_cases), (8, 12, 3));
-        assert!(!c.full_check_each_step);
-        assert_eq!((c.load_builds, c.load_jobs), (16, 4));
+        let vm = config(Lane::Vm);
+        assert_eq!((vm.cases, vm.max_ops, vm.concurrency_cases), (8, 12, 3));
+        assert!(!vm.full_check_each_step);
     }
 }

@@ -3,12 +3,12 @@
 //!
 //! [`run_suite`] picks the executable and module for the target (`store-fake`'s
 //! `report_busy` tests for [`SuiteTarget::Fake`], `store-zfs`'s `real_pool` tests on the
-//! run's pool for [`SuiteTarget::Zfs`]), turns the lane's [`Budget`] and the command line into
+//! run's pool for [`SuiteTarget::Zfs`]), turns the lane's [`lane::config`] and the command line into
 //! `ZSTORE_CONFORMANCE_*` variables and `--test-threads`, and reads the results off the run.
 //! Everything around the seam (engines, pools, the VM, leak checks, the summary and the exit
 //! status) is the same for every target.
 
-use super::lane::{Budget, Lane};
+use super::lane::{self, Lane};
 use super::libtest::{self, SuiteRun};
 use super::report::SuiteReport;
 use crate::cli::SuiteArgs;
@@ -31,7 +31,7 @@ pub enum SuiteTarget {
 fn parallel(args: &SuiteArgs, lane: Lane) -> usize {
     args.lane
         .parallel
-        .unwrap_or_else(|| Budget::for_lane(lane).parallel)
+        .unwrap_or_else(|| lane::parallel(lane))
         .max(1)
 }
 
@@ -41,9 +41,7 @@ fn parallel(args: &SuiteArgs, lane: Lane) -> usize {
 /// # Errors
 /// A malformed `ZSTORE_CONFORMANCE_*` variable.
 pub(super) fn config(args: &SuiteArgs, lane: Lane) -> Result<conformance::Config> {
-    let mut config = conformance::Config::default();
-    Budget::for_lane(lane).apply(&mut config);
-    let mut config = config
+    let mut config = lane::config(lane)
         .with_env()
         .map_err(|e| XtaskError::Invalid(format!("conformance settings: {e}")))?;
     let l = &args.lane;
