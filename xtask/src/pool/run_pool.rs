@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use store_zfs::testing::pool::{self, PoolDir, PoolName, PoolRecord};
 
-use super::{PoolArgs, runner};
+use super::PoolArgs;
 use crate::engine::{self, EngineChoice, LocalEngine};
 use crate::error::{Result, XtaskError};
 use crate::leaks::{self, Footprint, LeakReport};
@@ -32,16 +32,16 @@ impl RunPool {
     /// # Errors
     /// The engine cannot be prepared, or the pool cannot be made.
     pub async fn fresh(
-        runner_: &Runner,
+        runner: &Runner,
         choice: EngineChoice,
         args: &PoolArgs,
         what: &str,
     ) -> Result<Self> {
-        let engine = engine::prepare_local(runner_, choice).await?;
+        let engine = engine::prepare_local(runner, choice).await?;
         eprintln!("xtask: {what}: engine: {}", engine.describe());
         let created = async {
             let (dir, size) = (args.dir(), args.bytes()?);
-            let zfs = runner();
+            let zfs = super::runner();
             let name = pool::fresh_name(&*zfs, &dir, &args.prefix()).await?;
             let record = pool::create(&*zfs, &dir, &name, size, &engine.kind().to_string()).await?;
             Ok::<_, XtaskError>((dir, name, record))
@@ -73,12 +73,12 @@ impl RunPool {
     /// # Errors
     /// The engine cannot be prepared, or the pool is missing, unmounted or in use.
     pub async fn existing(
-        runner_: &Runner,
+        runner: &Runner,
         choice: EngineChoice,
         name: &PoolName,
         allow_nonempty: bool,
     ) -> Result<Self> {
-        let engine = engine::prepare_local(runner_, choice).await?;
+        let engine = engine::prepare_local(runner, choice).await?;
         eprintln!("xtask: engine: {}", engine.describe());
         match existing_mountpoint(name, allow_nonempty).await {
             Ok(mountpoint) => {
@@ -124,7 +124,7 @@ impl RunPool {
                 fp.files
                     .extend([record.vdev.clone(), dir.record_path(&self.name)]);
                 fp.dirs.push(record.mountpoint.clone());
-                pool::destroy(&*runner(), dir, &self.name)
+                pool::destroy(&*super::runner(), dir, &self.name)
                     .await
                     .map_err(XtaskError::from)
             }
@@ -150,7 +150,7 @@ impl RunPool {
 /// The mountpoint of the operator-given pool `name`, after checking that it exists and
 /// (unless allowed) holds nothing.
 async fn existing_mountpoint(name: &PoolName, allow_nonempty: bool) -> Result<PathBuf> {
-    let zfs = runner();
+    let zfs = super::runner();
     if !pool::exists(&*zfs, name).await? {
         return Err(XtaskError::Invalid(format!("--pool {name}: no such pool")));
     }
