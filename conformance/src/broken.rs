@@ -65,6 +65,66 @@ pub enum Defect {
     MissingBaseLeavesLeftover,
 }
 
+impl Defect {
+    /// Every defect, in the order of their declaration. (A new one must be added here, and to
+    /// [`catching_check`](crate::catching_check), whose exhaustive match the
+    /// compiler checks.)
+    pub const ALL: &'static [Defect] = &[
+        Defect::PublishesStaleRelease,
+        Defect::LeaksPreviousBuildIntoFreshBuild,
+        Defect::KeepsFailedBuild,
+        Defect::DeleteTakesChildren,
+        Defect::NeverBusyWhileClaimingItMay,
+        Defect::WritableResultFeedsLaterBuilds,
+        Defect::RecordsCancelledBuild,
+        Defect::LeaksCopyCountOnDrop,
+        Defect::LossyCacheNameEscaping,
+        Defect::CacheNameSlashToUnderscore,
+        Defect::CacheNameCaseFolded,
+        Defect::CacheNameTruncated,
+        Defect::CacheNameTrailingDotsDropped,
+        Defect::CacheNameUnicodeNormalized,
+        Defect::IdCaseFolded,
+        Defect::IdPunctuationFolded,
+        Defect::IgnoresCacheOwner,
+        Defect::SwallowsBuildFnError,
+        Defect::MissingBaseLeavesLeftover,
+    ];
+
+    /// The cache name the wrapped store sees for `name`: the defect's mapping, or the name
+    /// itself. Every mapping keeps a valid name (it only gets shorter or changes characters,
+    /// gaining no NUL); one that would not falls back to the name.
+    pub(crate) fn cache_name_seen(self, name: &CacheName) -> CacheName {
+        let s = name.as_str();
+        let mapped = match self {
+            Defect::LossyCacheNameEscaping => s.replace("%2f", "/").replace("%2F", "/"),
+            Defect::CacheNameSlashToUnderscore => s.replace('/', "_"),
+            Defect::CacheNameCaseFolded => s.to_lowercase(),
+            Defect::CacheNameTruncated => {
+                let mut end = s.len().min(64);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s[..end].to_owned()
+            }
+            Defect::CacheNameTrailingDotsDropped => s.trim_end_matches(['.', ' ']).to_owned(),
+            Defect::CacheNameUnicodeNormalized => s.replace("e\u{301}", "\u{e9}"),
+            _ => return name.clone(),
+        };
+        CacheName::new(mapped).unwrap_or_else(|_| name.clone())
+    }
+
+    /// The id the wrapped store sees for `id`: the defect's mapping, or the id itself.
+    pub(crate) fn id_seen(self, id: &Id) -> Id {
+        let mapped = match self {
+            Defect::IdCaseFolded => id.as_str().to_lowercase(),
+            Defect::IdPunctuationFolded => id.as_str().replace(['.', '-'], "_"),
+            _ => return id.clone(),
+        };
+        Id::new(mapped).unwrap_or_else(|_| id.clone())
+    }
+}
+
 /// State a broken wrapper keeps across reopen (it lives with the storage).
 #[derive(Debug, Default)]
 struct Shared {
@@ -188,37 +248,12 @@ impl Broken {
         self.scratch.join("ghost").join(id.as_str())
     }
 
-    /// The name the inner store sees: the defect's mapping, or the name itself. Every
-    /// mapping keeps a valid name (it only gets shorter or changes characters, gaining no
-    /// NUL); one that would not falls back to the name.
     fn inner_name(&self, name: &CacheName) -> CacheName {
-        let s = name.as_str();
-        let mapped = match self.defect {
-            Defect::LossyCacheNameEscaping => s.replace("%2f", "/").replace("%2F", "/"),
-            Defect::CacheNameSlashToUnderscore => s.replace('/', "_"),
-            Defect::CacheNameCaseFolded => s.to_lowercase(),
-            Defect::CacheNameTruncated => {
-                let mut end = s.len().min(64);
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
-                s[..end].to_owned()
-            }
-            Defect::CacheNameTrailingDotsDropped => s.trim_end_matches(['.', ' ']).to_owned(),
-            Defect::CacheNameUnicodeNormalized => s.replace("e\u{301}", "\u{e9}"),
-            _ => return name.clone(),
-        };
-        CacheName::new(mapped).unwrap_or_else(|_| name.clone())
+        self.defect.cache_name_seen(name)
     }
 
-    /// The id the inner store sees: the defect's mapping, or the id itself.
     fn inner_id(&self, id: &Id) -> Id {
-        let mapped = match self.defect {
-            Defect::IdCaseFolded => id.as_str().to_lowercase(),
-            Defect::IdPunctuationFolded => id.as_str().replace(['.', '-'], "_"),
-            _ => return id.clone(),
-        };
-        Id::new(mapped).unwrap_or_else(|_| id.clone())
+        self.defect.id_seen(id)
     }
 
     fn forget_result(&self, id: &Id) {

@@ -7,6 +7,65 @@
 
 use store_api::{CacheName, Id};
 
+use crate::broken::Defect;
+
+/// The collision groups the name scenarios use (see [`cache_groups`] and [`id_groups`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NameGroups {
+    pub caches: Vec<Vec<String>>,
+    pub ids: Vec<Vec<String>>,
+}
+
+impl NameGroups {
+    /// Every group: what the suite uses.
+    pub fn all() -> Self {
+        NameGroups {
+            caches: cache_groups(),
+            ids: id_groups(),
+        }
+    }
+
+    /// Only the groups in which `defect`'s name mapping gives two names one storage name:
+    /// the smallest run of the name scenarios that still meets the defect.
+    pub fn merged_by(defect: Defect) -> Self {
+        fn merged<T: Ord>(group: &[String], seen: impl Fn(&str) -> Option<T>) -> bool {
+            let mapped: std::collections::BTreeSet<T> =
+                group.iter().filter_map(|n| seen(n)).collect();
+            mapped.len() < group.len()
+        }
+        let all = NameGroups::all();
+        NameGroups {
+            caches: all
+                .caches
+                .into_iter()
+                .filter(|g| {
+                    merged(g, |n| {
+                        CacheName::new(n)
+                            .ok()
+                            .map(|n| defect.cache_name_seen(&n).as_str().to_owned())
+                    })
+                })
+                .collect(),
+            ids: all
+                .ids
+                .into_iter()
+                .filter(|g| {
+                    merged(g, |i| {
+                        Id::new(i)
+                            .ok()
+                            .map(|i| defect.id_seen(&i).as_str().to_owned())
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether no group is left (the defect merges no names).
+    pub fn is_empty(&self) -> bool {
+        self.caches.is_empty() && self.ids.is_empty()
+    }
+}
+
 /// Groups of cache names, each merged by at least one naive mapping; every name is valid.
 pub(crate) fn cache_groups() -> Vec<Vec<String>> {
     let long = |tail: &str| format!("{}{tail}", "x".repeat(CacheName::MAX_LEN - tail.len()));
@@ -62,6 +121,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::broken::Defect;
 
     #[test]
     fn every_name_is_valid_and_appears_once() {
@@ -75,5 +135,34 @@ mod tests {
             Id::new(i.as_str()).unwrap_or_else(|e| panic!("{i:?}: {e}"));
         }
         assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+    }
+
+    #[test]
+    fn each_name_defect_merges_some_group_and_no_other_defect_does() {
+        // (defect, merges cache names, merges ids)
+        let cases = [
+            (Defect::LossyCacheNameEscaping, true, false),
+            (Defect::CacheNameSlashToUnderscore, true, false),
+            (Defect::CacheNameCaseFolded, true, false),
+            (Defect::CacheNameTruncated, true, false),
+            (Defect::CacheNameTrailingDotsDropped, true, false),
+            (Defect::CacheNameUnicodeNormalized, true, false),
+            (Defect::IdCaseFolded, false, true),
+            (Defect::IdPunctuationFolded, false, true),
+            (Defect::PublishesStaleRelease, false, false),
+            (Defect::DeleteTakesChildren, false, false),
+        ];
+        for (defect, caches, ids) in cases {
+            let groups = NameGroups::merged_by(defect);
+            assert_eq!(
+                (!groups.caches.is_empty(), !groups.ids.is_empty()),
+                (caches, ids),
+                "{defect:?}: {groups:?}"
+            );
+            assert!(groups.caches.len() < cache_groups().len() || !caches);
+        }
+        // Case folding meets the case group, and the escaped slashes of either case.
+        let folded = NameGroups::merged_by(Defect::CacheNameCaseFolded).caches;
+        assert!(folded.iter().any(|g| g.contains(&"Opam".to_owned())));
     }
 }

@@ -93,11 +93,7 @@ pub(crate) fn concurrency(
             });
         }
     };
-    let ctx = Ctx {
-        caps: factory.capabilities(),
-        factory,
-        settings: settings.clone(),
-    };
+    let ctx = Ctx::new(factory, settings.clone());
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.wrapping_add(1).to_le_bytes());
     let mut runner = TestRunner::new_with_rng(

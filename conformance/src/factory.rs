@@ -162,6 +162,56 @@ pub trait StoreFactory: Send + Sync + 'static {
     }
 }
 
+/// A shared factory is a factory: the suite's [`self_test`](crate::self_test()) plants each
+/// of its defects in one `Arc` of the backend's factory.
+#[async_trait]
+impl<F: StoreFactory> StoreFactory for Arc<F> {
+    type Storage = F::Storage;
+
+    fn name(&self) -> String {
+        (**self).name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        (**self).unavailable()
+    }
+
+    fn defaults(&self) -> Config {
+        (**self).defaults()
+    }
+
+    async fn fresh(&self) -> Result<(Arc<dyn Store>, Self::Storage), FactoryError> {
+        (**self).fresh().await
+    }
+
+    async fn reopen(&self, storage: &Self::Storage) -> Result<Arc<dyn Store>, FactoryError> {
+        (**self).reopen(storage).await
+    }
+
+    async fn open_with_faults(
+        &self,
+        storage: &Self::Storage,
+        plan: FaultPlan,
+    ) -> Result<Arc<dyn Store>, FactoryError> {
+        (**self).open_with_faults(storage, plan).await
+    }
+
+    async fn list_storage(
+        &self,
+        storage: &Self::Storage,
+    ) -> Result<Option<Vec<String>>, FactoryError> {
+        (**self).list_storage(storage).await
+    }
+
+    async fn teardown(&self, storage: Self::Storage) -> Result<(), FactoryError> {
+        (**self).teardown(storage).await
+    }
+}
+
 /// A factory with its storage type erased, so the suite's internals are not generic.
 #[async_trait]
 pub(crate) trait DynFactory: Send + Sync {

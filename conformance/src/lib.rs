@@ -192,7 +192,9 @@ pub use factory::{Capabilities, FactoryError, StoreFactory};
 pub use fault_plan::{Fault, FaultPlan, StepGuard, Verdict};
 pub use ops::{Ending, Op};
 pub use report::{CheckOutcome, CheckReport, FailingSequence, Failure, Progress, Report};
-pub use self_test::{SELF_TEST_MAX_STEPS, SelfTestVerdict, self_test, self_test_config};
+pub use self_test::{
+    SELF_TEST_MAX_STEPS, SelfTestVerdict, catching_check, self_test, self_test_config,
+};
 pub use sequences::SequenceFile;
 #[doc(hidden)]
 pub use suite::{__run_check_in_test, __run_self_test_in_test};

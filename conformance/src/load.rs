@@ -40,11 +40,7 @@ pub(crate) fn load(
         Ok(rt) => rt,
         Err(e) => return (fail(format!("could not start a runtime: {e}")), None),
     };
-    let ctx = Ctx {
-        caps: factory.capabilities(),
-        factory,
-        settings: settings.clone(),
-    };
+    let ctx = Ctx::new(factory, settings.clone());
     runtime.block_on(run(ctx, config.load_builds, config.load_jobs.max(1)))
 }
 

@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
                 df_is_a_percentage_and_not_a_made_up_0
                 an_abandoned_copy_does_not_keep_the_cache_busy
                 a_missing_base_is_a_typed_error
+                a_build_without_a_base_starts_empty
                 the_log_is_written_during_the_build_and_kept
                 writes_to_a_result_path_never_reach_later_builds
                 the_state_dir_is_kept_and_untouched
@@ -71,8 +72,8 @@ macro_rules! __conformance_tests_for {
             }
         )*
 
-        /// The suite's self-test on this backend's storage: its stores broken on purpose
-        /// (stale cache releases published) must be caught ([`self_test`]).
+        /// The suite's self-test on this backend's storage: its stores broken on purpose, one
+        /// defect each, must all be caught ([`self_test`]).
         #[test]
         fn self_test() {
             $crate::__run_self_test_in_test($factory);

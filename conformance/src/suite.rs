@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures::FutureExt;
 
 use crate::check_line::{CheckLine, LineVerdict};
+use crate::collisions::NameGroups;
 use crate::concurrency::{CONCURRENCY, concurrency};
 use crate::config::{Config, ConfigError};
 use crate::exec::{Settings, current_user};
@@ -56,7 +57,18 @@ fn settings(config: &Config) -> Settings {
 /// panics because the backend misbehaves: failures, hangs (see [`Config::op_timeout`]) and
 /// panics of the store end up in the [`Report`].
 pub async fn run<F: StoreFactory>(factory: F, config: Config) -> Report {
+    run_with_names(factory, config, NameGroups::all()).await
+}
+
+/// [`run`], with the name scenarios drawing only the collision groups `names` (the self-test
+/// narrows them to the groups its planted defect merges).
+pub(crate) async fn run_with_names<F: StoreFactory>(
+    factory: F,
+    config: Config,
+    names: NameGroups,
+) -> Report {
     crate::quiet_panic::install();
+    let names = Arc::new(names);
     let factory: SharedFactory = Arc::new(Erased(factory));
     let seed = config.seed.unwrap_or_else(random_seed);
     let settings = settings(&config);
@@ -85,9 +97,8 @@ pub async fn run<F: StoreFactory>(factory: F, config: Config) -> Report {
         }
         let started = begin(&config, scenario.name);
         let ctx = Ctx {
-            factory: Arc::clone(&factory),
-            caps: caps.clone(),
-            settings: settings.clone(),
+            names: Arc::clone(&names),
+            ..Ctx::new(Arc::clone(&factory), settings.clone())
         };
         let limit = config.op_timeout * 10;
         let outcome = match tokio::time::timeout(
@@ -133,11 +144,7 @@ pub async fn run<F: StoreFactory>(factory: F, config: Config) -> Report {
 
     if config.wants(FAULT_SWEEP) {
         let started = begin(&config, FAULT_SWEEP);
-        let ctx = Ctx {
-            factory: Arc::clone(&factory),
-            caps: caps.clone(),
-            settings: settings.clone(),
-        };
+        let ctx = Ctx::new(Arc::clone(&factory), settings.clone());
         let (outcome, detail) = match std::panic::AssertUnwindSafe(fault_sweep(ctx, &config))
             .catch_unwind()
             .await

@@ -164,6 +164,14 @@ fn conformance_user_is_root() -> bool {
 )]
 #[case::never_busy(Defect::NeverBusyWhileClaimingItMay, "cache_basics")]
 #[case::bad_input_leftover(Defect::MissingBaseLeavesLeftover, "bad_input_changes_nothing")]
+#[case::fresh_build_leaks(
+    Defect::LeaksPreviousBuildIntoFreshBuild,
+    "a_build_without_a_base_starts_empty"
+)]
+#[case::cancelled_build(
+    Defect::RecordsCancelledBuild,
+    "a_failed_build_leaves_nothing_and_the_id_can_be_rebuilt"
+)]
 #[tokio::test(flavor = "multi_thread")]
 async fn scenario_catches(#[case] defect: Defect, #[case] scenario: &str) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -37,6 +37,7 @@ async fn scenario(
         "df_is_a_percentage_and_not_a_made_up_0",
         "an_abandoned_copy_does_not_keep_the_cache_busy",
         "a_missing_base_is_a_typed_error",
+        "a_build_without_a_base_starts_empty",
         "the_log_is_written_during_the_build_and_kept",
         "writes_to_a_result_path_never_reach_later_builds",
         "the_state_dir_is_kept_and_untouched",

@@ -18,12 +18,13 @@ use crate::zfs_cli::Zfs;
 /// datasets left by builds or cache copies, snapshots the store does not make or should
 /// have destroyed, deleted results nothing depends on, layout datasets missing, and mounts
 /// that should not be there (a deleted result or a published cache generation still mounted,
-/// a result mounted read-write). An empty list means the layout is clean.
+/// a result mounted read-write), and files or directories in the root's own directory
+/// besides its layout datasets' mountpoints. An empty list means the layout is clean.
 ///
 /// Run it on a store that no process has open (or use [`ZfsStore::check`] on one with no
 /// operation in flight): a build or a cache copy in progress is, by design, what a leftover
-/// looks like. It only reads (`zfs list` once, and the mount table); `runner` runs the
-/// command (pass [`SystemRunner`](crate::SystemRunner), wrapped in
+/// looks like. It only reads (`zfs list` once, the mount table and the root's directory);
+/// `runner` runs the command (pass [`SystemRunner`](crate::SystemRunner), wrapped in
 /// [`DaemonSerialized`](crate::daemon_lock::DaemonSerialized) on zfs-fuse).
 ///
 /// # Errors
@@ -32,7 +33,9 @@ use crate::zfs_cli::Zfs;
 pub async fn check_layout(root: &str, runner: Arc<dyn Runner>) -> Result<Vec<String>, StoreError> {
     let zfs = Zfs::new(runner);
     let (rows, mounts) = read(&zfs, root).await?;
-    Ok(audit(root, &rows, &mounts))
+    let mut found = audit(root, &rows, &mounts);
+    found.extend(strays_in_root(root, &mounts));
+    Ok(found)
 }
 
 impl ZfsStore {
@@ -46,6 +49,7 @@ impl ZfsStore {
         let root = self.dataset();
         let (rows, mounts) = read(&self.inner.zfs, root).await?;
         let mut found = audit(root, &rows, &mounts);
+        found.extend(strays_in_root(root, &mounts));
         let indexed: BTreeSet<String> = self.results().iter().map(|i| i.to_string()).collect();
         let on_pool = live_result_ids(root, &rows);
         if indexed != on_pool {
@@ -68,6 +72,47 @@ async fn read(zfs: &Zfs, root: &str) -> Result<(Vec<Row>, BTreeMap<String, Mount
         .into_iter()
         .collect();
     Ok((rows, mounts))
+}
+
+/// What the root's own directory may hold: the mountpoints of its three layout datasets.
+const ROOT_ENTRIES: [&str; 3] = ["state", "result", "cache"];
+
+/// Files and directories in the root dataset's own directory (where it is mounted) that the
+/// layout does not have, one line each. The store never writes there; something that does
+/// (a half-made build directory, a temporary file) leaks space into the root and is never
+/// cleaned up, and no dataset listing shows it.
+fn strays_in_root(root: &str, mounts: &BTreeMap<String, Mount>) -> Vec<String> {
+    let Some(mount) = mounts.get(root) else {
+        return Vec::new();
+    };
+    match root_strays(&mount.path) {
+        Err(e) => vec![format!(
+            "cannot read the store's root directory {}: {e}",
+            mount.path.display()
+        )],
+        Ok(strays) => strays
+            .iter()
+            .map(|path| {
+                format!(
+                    "{} is in the store's root directory, which the layout does not have",
+                    path.display()
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The entries of the root's directory `dir` besides the layout's mountpoints, sorted.
+pub(crate) fn root_strays(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut strays = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !ROOT_ENTRIES.iter().any(|n| entry.file_name() == *n) {
+            strays.push(entry.path());
+        }
+    }
+    strays.sort();
+    Ok(strays)
 }
 
 /// One row of `zfs list -o name,origin,zstore:deleted`.

@@ -3,7 +3,7 @@
 //! Steps: format, clippy, the API docs (rustdoc warnings are errors), the workspace tests (with a ZFS engine made available first and
 //! `ZSTORE_REQUIRE_ZFS=1`, so store-zfs's real-pool tests cannot skip), the conformance lanes
 //! (fake, zfs-fuse, vm: each runs the backend crate's own `tests/conformance.rs`, whose
-//! `self_test` proves that a deliberately broken store is caught with a shrunk sequence; the
+//! `self_test` proves that every deliberately broken store is caught on that storage; the
 //! vm lane also runs store-zfs's integration tests on OpenZFS in the same boot). Each lane
 //! installs what it needs (as root) and leaves
 //! nothing behind; a zfs-fuse daemon started for the tests is stopped at the end. Every step

@@ -35,6 +35,34 @@ pub(crate) async fn a_missing_base_is_a_typed_error(ctx: Ctx) -> Outcome {
     env.close().await
 }
 
+/// A build without a base starts as an empty directory, whatever was built before it (and
+/// not, say, as a clone of the last result).
+pub(crate) async fn a_build_without_a_base_starts_empty(ctx: Ctx) -> Outcome {
+    let env = ctx.open().await?;
+    let (first, second) = (id("first"), id("second"));
+    env.build(None, &first, &[("output", "first"), ("d/f", "x")])
+        .await?;
+    env.store()
+        .build(None, &second, |dir| async move {
+            let tree = Tree::read(&dir).map_err(|e| e.to_string())?;
+            match Tree::new().diff(&tree) {
+                None => Ok(()),
+                Some(diff) => Err(format!(
+                    "a build without a base did not start as an empty directory (expected vs \
+                     found):\n{diff}"
+                )),
+            }
+        })
+        .await
+        .map_err(|e| {
+            format!(
+                "build without a base after another build: {}",
+                super::support::show_build_error(&e)
+            )
+        })?;
+    env.close().await
+}
+
 /// The log is written at `log_file(id)` while the build runs, is the file `log` of the build
 /// directory, is readable from `log_file` and the result afterwards, and a child starts with
 /// its base's log (which it replaces).

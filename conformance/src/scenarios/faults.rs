@@ -216,7 +216,9 @@ pub(crate) async fn a_cache_name_that_needs_escaping_works_and_stays_separate(ct
     let store = env.store();
     let me = crate::exec::current_user();
     // Every group of names a naive mapping would merge (see `collisions`).
-    let names: Vec<store_api::CacheName> = crate::collisions::cache_groups()
+    let names: Vec<store_api::CacheName> = ctx
+        .names
+        .caches
         .concat()
         .iter()
         .map(|n| cache_name(n))
@@ -243,7 +245,9 @@ pub(crate) async fn a_cache_name_that_needs_escaping_works_and_stays_separate(ct
         );
     }
     // Deleting one of a group leaves the others.
-    let deleted = &names[0];
+    let Some(deleted) = names.first() else {
+        return env.close().await;
+    };
     store
         .delete_cache(deleted)
         .await
@@ -265,15 +269,13 @@ pub(crate) async fn a_cache_name_that_needs_escaping_works_and_stays_separate(ct
 /// one leaves the others.
 pub(crate) async fn ids_a_naive_mapping_would_merge_stay_separate(ctx: Ctx) -> Outcome {
     let env = ctx.open().await?;
-    let ids: Vec<store_api::Id> = crate::collisions::id_groups()
-        .concat()
-        .iter()
-        .map(|i| id(i))
-        .collect();
+    let ids: Vec<store_api::Id> = ctx.names.ids.concat().iter().map(|i| id(i)).collect();
     for i in &ids {
         env.build(None, i, &[("owner", i.as_str())]).await?;
     }
-    let deleted = &ids[0];
+    let Some(deleted) = ids.first() else {
+        return env.close().await;
+    };
     env.store()
         .delete(deleted)
         .await

@@ -35,6 +35,7 @@ registry![
     faults::df_is_a_percentage_and_not_a_made_up_0,
     faults::an_abandoned_copy_does_not_keep_the_cache_busy,
     contract::a_missing_base_is_a_typed_error,
+    contract::a_build_without_a_base_starts_empty,
     contract::the_log_is_written_during_the_build_and_kept,
     contract::writes_to_a_result_path_never_reach_later_builds,
     contract::the_state_dir_is_kept_and_untouched,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use store_api::{BuildError, CacheLease, CacheName, Id, Store, StoreExt, User};
 
+use crate::collisions::NameGroups;
 use crate::exec::Settings;
 use crate::factory::{Capabilities, SharedFactory};
 
@@ -45,15 +46,29 @@ macro_rules! ensure {
 }
 pub(crate) use ensure;
 
-/// What a scenario gets: the factory, the backend's capabilities and the run's settings.
+/// What a scenario gets: the factory, the backend's capabilities, the run's settings, and
+/// the names that naive mappings merge.
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub factory: SharedFactory,
     pub caps: Capabilities,
     pub settings: Settings,
+    /// The collision groups the name scenarios use: all of them in the suite, only those a
+    /// planted defect merges in the self-test.
+    pub names: Arc<NameGroups>,
 }
 
 impl Ctx {
+    /// A context over `factory` with the run's `settings` and every collision group.
+    pub fn new(factory: SharedFactory, settings: Settings) -> Self {
+        Ctx {
+            caps: factory.capabilities(),
+            factory,
+            settings,
+            names: Arc::new(NameGroups::all()),
+        }
+    }
+
     /// Opens a store on fresh storage.
     pub async fn open(&self) -> Result<Env, Stop> {
         let (store, storage) = self

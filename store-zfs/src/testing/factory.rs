@@ -335,6 +335,13 @@ impl StoreFactory for ZfsFactory {
             .filter_map(|row| row.first()?.strip_prefix(case.dataset.as_str()))
             .map(str::to_owned)
             .collect();
+        // A file left in the root's own directory is a leftover no dataset listing shows.
+        if let Some(store) = &last {
+            for stray in crate::check::root_strays(store.root())? {
+                let name = stray.file_name().unwrap_or_default().to_string_lossy();
+                names.push(format!("file in the root directory: {name}"));
+            }
+        }
         names.sort();
         Ok(Some(names))
     }

@@ -105,9 +105,9 @@ pub struct LaneArgs {
     /// the guest, whose engine is `kernel`).
     #[arg(long, value_enum, hide = true)]
     pub lane: Option<Lane>,
-    /// Only the suite's self-test (every run includes it): wrap the store in a deliberately
-    /// broken one (it publishes a stale cache copy) and succeed only if the suite catches it
-    /// with a shrunk sequence.
+    /// Only the suite's self-test (every run includes it): plant each of the suite's defects
+    /// in the store in turn and succeed only if the suite catches every one (the stale cache
+    /// release with a shrunk sequence).
     #[arg(long, hide = true)]
     pub self_test_broken_store: bool,
     /// With --engine vm: also run store-zfs's integration tests against real pools in the
