@@ -7,8 +7,11 @@
 //! device nodes, hard links between files inside the tree, owners (when the process may
 //! `chown`) and access/modification times. Extended attributes and ACLs are not copied.
 //!
-//! Regular files go through [`std::fs::copy`], which uses `copy_file_range` and so shares
-//! extents on filesystems that can (btrfs, XFS).
+//! Regular files are copied on file descriptors with `copy_file_range` (which shares extents
+//! on filesystems that can, btrfs and XFS), their owner and mode set only where the new file
+//! did not get them already: on a plain filesystem, creating inodes is most of a copy's cost,
+//! and every other call on the path of one is worth saving. A tree with many files has them
+//! copied by a few threads at once once its directories exist.
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -37,6 +40,8 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
     // Never follow a symlink, not even at the top (walkdir's default follows a symlinked
     // root: a build directory swapped for a link to a host directory would be copied from
     // there, and onto itself), and never descend into a filesystem mounted inside the tree.
+    // Plain files (one link) are copied once every directory exists, in parallel when many.
+    let mut files: Vec<(PathBuf, PathBuf, Metadata)> = Vec::new();
     let mut walk = WalkDir::new(src)
         .follow_links(false)
         .follow_root_links(false)
@@ -78,12 +83,17 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StoreError> {
             }
             Some(_) => {}
         }
+        if meta.is_file() && meta.nlink() == 1 {
+            files.push((from.to_owned(), to, meta));
+            continue;
+        }
         copy_entry(from, &to, &meta, &ids, &mut linked)
             .map_err(|e| StoreError::io(format!("copying {} to", from.display()), &to, e))?;
         if meta.is_dir() {
             dirs.push((to, meta));
         }
     }
+    copy_files(&files, &ids)?;
     // Directory modes and times last: filling a directory changes its mtime, and a read-only
     // directory could not be filled by a process that is not root.
     for (dir, meta) in dirs.iter().rev() {
@@ -119,7 +129,7 @@ fn copy_entry(
         return set_times(to, meta);
     }
     if file_type.is_file() {
-        fs::copy(from, to)?;
+        return copy_file(from, to, meta, ids);
     } else {
         // FIFO, socket or device node.
         let mode = meta.mode();
@@ -132,17 +142,144 @@ fn copy_entry(
         )?;
     }
     ids.copy_owner(to, meta)?;
-    // `fs::copy` set the exact mode, but `chown` clears setuid/setgid; `mknod` applies the
-    // umask. Set the exact mode where it may differ.
-    if !file_type.is_file() || meta.mode() & 0o6000 != 0 {
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    }
+    // `mknod` applies the umask, and `chown` clears setuid/setgid: set the exact mode.
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     set_times(to, meta)
 }
 
-/// Sets the access and modification times of `path` (not following a symlink) to `meta`'s.
-fn set_times(path: &Path, meta: &Metadata) -> io::Result<()> {
-    let times = Timestamps {
+/// Copy this many plain files or more with several threads.
+const PARALLEL_FROM: usize = 256;
+/// At most this many threads.
+const MAX_THREADS: usize = 4;
+
+/// Copies each `(from, to, meta)` plain file; several at a time when there are many. The
+/// first error (by position) is returned, after every thread has stopped.
+fn copy_files(files: &[(PathBuf, PathBuf, Metadata)], ids: &ProcessIds) -> Result<(), StoreError> {
+    let copy_one = |(from, to, meta): &(PathBuf, PathBuf, Metadata)| {
+        copy_file(from, to, meta, ids)
+            .map_err(|e| StoreError::io(format!("copying {} to", from.display()), to, e))
+    };
+    if files.len() < PARALLEL_FROM {
+        return files.iter().try_for_each(copy_one);
+    }
+    // Asking costs a few calls (std reads the cgroup's CPU quota): once per process.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS)
+    });
+    if threads < 2 {
+        return files.iter().try_for_each(copy_one);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let errors = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !failed.load(Relaxed) {
+                    let k = next.fetch_add(1, Relaxed);
+                    let Some(file) = files.get(k) else { break };
+                    if let Err(e) = copy_one(file) {
+                        failed.store(true, Relaxed);
+                        errors
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((k, e));
+                    }
+                }
+            });
+        }
+    });
+    let mut errors = errors
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    errors.sort_by_key(|(k, _)| *k);
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Copies the regular file `from` to the new file `to` (which must not exist, and is never
+/// followed if it is a link) with `meta`'s contents, mode, owner and times.
+///
+/// All on file descriptors: the new file is created with the source's permission bits, and
+/// `fchown`/`fchmod` run only where it did not get the source's owner and exact mode already
+/// (as root, a source owned by root in a directory without setgid needs neither, nor does a
+/// mode the umask left alone); `copy_file_range` copies the data, falling back to read and
+/// write where the kernel or filesystem cannot.
+fn copy_file(from: &Path, to: &Path, meta: &Metadata, ids: &ProcessIds) -> io::Result<()> {
+    use rustix::fs::{Mode as M, OFlags};
+    let src = rustix::fs::openat(
+        CWD,
+        from,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        M::empty(),
+    )?;
+    let mode = meta.mode() & 0o7777;
+    let dst = rustix::fs::openat(
+        CWD,
+        to,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        M::from_raw_mode(mode & 0o777),
+    )?;
+    copy_data(&src, &dst, meta.len())?;
+    let got = rustix::fs::fstat(&dst)?;
+    let mut chowned = false;
+    if (got.st_uid, got.st_gid) != (meta.uid(), meta.gid()) {
+        match rustix::fs::fchown(
+            &dst,
+            Some(rustix::fs::Uid::from_raw(meta.uid())),
+            Some(rustix::fs::Gid::from_raw(meta.gid())),
+        ) {
+            Ok(()) => chowned = true,
+            Err(rustix::io::Errno::PERM) if !ids.is_root() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // `chown` clears setuid/setgid (never set yet here); the umask may have cleared bits.
+    if chowned || (got.st_mode & 0o7777) != mode {
+        rustix::fs::fchmod(&dst, M::from_raw_mode(mode))?;
+    }
+    rustix::fs::futimens(&dst, &timestamps(meta))?;
+    Ok(())
+}
+
+/// Copies the `len` bytes the source had when it was measured (fewer if it shrank since)
+/// from `src` to `dst`: a copy of the file as it was then.
+fn copy_data(src: &rustix::fd::OwnedFd, dst: &rustix::fd::OwnedFd, len: u64) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+        match rustix::fs::copy_file_range(src, None, dst, None, want) {
+            Ok(0) => return Ok(()),
+            Ok(n) => left = left.saturating_sub(n as u64),
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::PERM,
+            ) => {
+                // Not on this pair of files (another filesystem on old kernels, a special
+                // file system): plain reads and writes from where the copy got to.
+                use std::io::Read;
+                let from = fs::File::from(src.try_clone()?);
+                let mut to = fs::File::from(dst.try_clone()?);
+                io::copy(&mut from.take(left), &mut to)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn timestamps(meta: &Metadata) -> Timestamps {
+    Timestamps {
         last_access: Timespec {
             tv_sec: meta.atime(),
             tv_nsec: meta.atime_nsec() as _,
@@ -151,8 +288,12 @@ fn set_times(path: &Path, meta: &Metadata) -> io::Result<()> {
             tv_sec: meta.mtime(),
             tv_nsec: meta.mtime_nsec() as _,
         },
-    };
-    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+}
+
+/// Sets the access and modification times of `path` (not following a symlink) to `meta`'s.
+fn set_times(path: &Path, meta: &Metadata) -> io::Result<()> {
+    rustix::fs::utimensat(CWD, path, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
@@ -211,6 +352,64 @@ mod tests {
         }
         let top = fs::symlink_metadata(&dst).expect("lstat");
         assert_eq!(top.mode() & 0o7777, 0o777);
+    }
+
+    /// Enough files for the threads: every file arrives whole, with its mode and times, and
+    /// hard links stay links.
+    #[test]
+    fn a_large_tree_is_copied_exactly() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let src = parent.path().join("src");
+        fs::create_dir(&src).expect("mkdir");
+        let count = PARALLEL_FROM * 2 + 7;
+        for k in 0..count {
+            let dir = src.join(format!("d{}", k % 5));
+            fs::create_dir_all(&dir).expect("mkdir");
+            let file = dir.join(format!("f{k}"));
+            fs::write(&file, "x".repeat(k * 37)).expect("write");
+            let mode = [0o644, 0o600, 0o755, 0o4755, 0o1600][k % 5];
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).expect("chmod");
+            let when = rustix::fs::Timestamps {
+                last_access: Timespec {
+                    tv_sec: 1_000_000 + k as i64,
+                    tv_nsec: 0,
+                },
+                last_modification: Timespec {
+                    tv_sec: 2_000_000 + k as i64,
+                    tv_nsec: 7,
+                },
+            };
+            rustix::fs::utimensat(CWD, &file, &when, AtFlags::empty()).expect("utimes");
+        }
+        fs::hard_link(src.join("d0/f0"), src.join("d1/link")).expect("link");
+        let dst = parent.path().join("dst");
+        copy_tree(&src, &dst).expect("copy");
+        for k in 0..count {
+            let rel = format!("d{}/f{k}", k % 5);
+            let (a, b) = (src.join(&rel), dst.join(&rel));
+            assert_eq!(
+                fs::read(&a).expect("read"),
+                fs::read(&b).expect("read"),
+                "{rel}"
+            );
+            let (ma, mb) = (
+                fs::symlink_metadata(&a).expect("lstat"),
+                fs::symlink_metadata(&b).expect("lstat"),
+            );
+            assert_eq!(ma.mode(), mb.mode(), "{rel}");
+            assert_eq!(
+                (ma.mtime(), ma.mtime_nsec()),
+                (mb.mtime(), mb.mtime_nsec()),
+                "{rel}"
+            );
+            assert_eq!(ma.atime(), mb.atime(), "{rel}");
+            assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "{rel}");
+        }
+        let (l0, l1) = (
+            fs::symlink_metadata(dst.join("d0/f0")).expect("lstat"),
+            fs::symlink_metadata(dst.join("d1/link")).expect("lstat"),
+        );
+        assert_eq!(l0.ino(), l1.ino(), "a hard link inside the tree stays one");
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl ProcessIds {
         }
     }
 
-    fn is_root(&self) -> bool {
+    pub(crate) fn is_root(&self) -> bool {
         self.uid == 0
     }
 

@@ -286,7 +286,8 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 impl FakeBench {
-    /// Judges the figures against the issue's target: one verdict per file system.
+    /// Judges the figures against the issue's targets, per file system: builds per second
+    /// from the 10-file base, and a 10,000-file build at least as fast as a plain copy.
     pub fn targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
         for loc in &self.locations {
@@ -298,6 +299,17 @@ impl FakeBench {
                     ),
                     measured: format!("{:.0} builds/s", small.builds_per_sec),
                     met: small.builds_per_sec >= self.target_small_builds_per_sec,
+                });
+            }
+            if let Some(large) = loc.trees.iter().find(|tr| tr.files >= 10_000) {
+                t.push(Target {
+                    target: format!(
+                        "fake store on {} ({}): a build from a {}-file base no slower than a \
+                         plain recursive copy of it",
+                        loc.label, loc.fs_type, large.files
+                    ),
+                    measured: format!("{:.2}× the copy's rate", large.vs_copy),
+                    met: large.vs_copy >= 1.0,
                 });
             }
         }
