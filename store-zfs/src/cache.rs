@@ -196,13 +196,16 @@ async fn finish_acquire(
     ))
 }
 
+/// Destroys a copy's dataset: one process, as `zfs destroy` unmounts a mounted filesystem
+/// first (and fails, destroying nothing, while a process still uses it).
 async fn destroy_copy(inner: &Shared, ds: &str) -> Result<(), StoreError> {
-    inner.zfs.unmount(ds).await?;
     inner.zfs.destroy(ds, None).await
 }
 
-/// Destroys copy `generation` taken from `base`, then the old version snapshot it pinned if
-/// no other copy uses it. Caller holds the op lock and has removed the copy from `copies`.
+/// Destroys copy `generation` taken from `base`, and the old version snapshot it pinned if no
+/// other copy uses it: then the copy is that snapshot's only clone, and one `zfs destroy -R`
+/// of the snapshot takes both (the clone first, unmounted first; nothing if it is busy).
+/// Caller holds the op lock and has removed the copy from `copies`. Processes: 1.
 async fn discard_locked(
     inner: &Shared,
     entry: &CacheEntry,
@@ -212,7 +215,6 @@ async fn discard_locked(
     let Some(component) = lock(&entry.st).component.clone() else {
         return Ok(());
     };
-    destroy_copy(inner, &inner.layout.generation(&component, generation)).await?;
     let (current, pinned) = {
         let st = lock(&entry.st);
         (
@@ -221,19 +223,30 @@ async fn discard_locked(
                 .filter(|b| Some(*b) != st.current && !st.version_in_use(*b)),
         )
     };
-    if let (Some(cur), Some(old)) = (current, pinned) {
-        inner
-            .zfs
-            .destroy(&inner.layout.version_snap(&component, cur, old), None)
-            .await?;
+    match (current, pinned) {
+        (Some(cur), Some(old)) => {
+            inner
+                .zfs
+                .destroy(&inner.layout.version_snap(&component, cur, old), Some("-R"))
+                .await
+        }
+        _ => destroy_copy(inner, &inner.layout.generation(&component, generation)).await,
     }
-    Ok(())
 }
 
-/// Destroys the copies dropped since the last operation (caller holds the op lock).
+/// Destroys the copies dropped since the last operation (caller holds the op lock), one at a
+/// time: the others stay listed as doomed meanwhile, so that a version snapshot two of them
+/// were taken from counts as in use until the last of them goes.
 async fn reap_doomed(inner: &Shared, entry: &CacheEntry) {
-    let doomed = std::mem::take(&mut lock(&entry.st).doomed);
-    for (generation, copy) in doomed {
+    let waiting = lock(&entry.st).doomed.len();
+    for _ in 0..waiting {
+        let next = {
+            let mut st = lock(&entry.st);
+            (!st.doomed.is_empty()).then(|| st.doomed.remove(0))
+        };
+        let Some((generation, copy)) = next else {
+            break;
+        };
         if let Err(e) = discard_locked(inner, entry, generation, copy).await {
             tracing::warn!(cache = %entry.name, generation, error = %e, "cannot destroy a dropped cache copy; retried later");
             lock(&entry.st).doomed.push((generation, copy));

@@ -142,7 +142,7 @@
 //! | `cache`, existing cache | 1: `clone` | (`mount` on OpenZFS) |
 //! | `cache`, new cache | 4: `create` container, `create g1` (the empty first version, given to the user), `snapshot g1@v1`, `clone` the copy | `mount`, `unmount` (+ `mount` of the copy on OpenZFS) |
 //! | release that publishes | 3: `snapshot`, `promote`, then `destroy -R` of the old version snapshot (its only clone is the old generation, unmounted); or, while other copies still clone the old version, `destroy` of the old generation alone | `unmount` |
-//! | release that discards / drop | 1: `destroy` (+1 `destroy` of an old version snapshot when the last copy of that version goes) | `unmount` |
+//! | release that discards / drop | 1: `destroy` of the copy (which unmounts it), or, when it is the last copy of an old version, `destroy -R` of that version's snapshot, which takes the copy with it | none |
 //! | `delete_cache` | 1: `destroy -r` | `unmount` of mounted copies |
 //! | `df` | 0 | `zfs get used,available` |
 //! | `complete_deletes` | 0 | none (zfs-fuse), `zpool wait -t free` (OpenZFS) |
@@ -229,8 +229,10 @@
 //! the next operation on that cache (or the next open) destroys it once it is free. The
 //! cache itself is at its released version at once.
 //!
-//! **cache discard / stale release**: `unmount`, `destroy` → the copy is gone or destroyed at
-//! open; the cache never changes.
+//! **cache discard / stale release**: one `destroy` of the copy, or one `destroy -R` of the
+//! old version snapshot it was the last clone of (ZFS destroys the clone, then the snapshot)
+//! → the copy (and the snapshot) are gone, or destroyed at open; the cache never changes, as
+//! neither is ever the published version.
 //!
 //! **delete_cache**: one `destroy -r`, which ZFS carries out dataset by dataset: after a
 //! crash either `@v<N>` of the published generation still exists (the cache is at its old
