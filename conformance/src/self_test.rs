@@ -108,9 +108,7 @@ pub fn self_test_config() -> Config {
 pub async fn self_test<F: StoreFactory>(factory: F, config: Config) -> SelfTestVerdict {
     let factory = Arc::new(factory);
     let caps = factory.capabilities();
-    let ownership = config
-        .check_ownership
-        .unwrap_or_else(|| crate::exec::current_user().uid() == 0);
+    let ownership = crate::suite::settings(&config).check_ownership;
 
     let broken = BrokenFactory::new(Arc::clone(&factory), Defect::PublishesStaleRelease);
     let opened = Arc::clone(&broken.opened);

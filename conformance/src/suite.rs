@@ -32,7 +32,7 @@ pub fn check_names() -> Vec<&'static str> {
         .collect()
 }
 
-fn settings(config: &Config) -> Settings {
+pub(crate) fn settings(config: &Config) -> Settings {
     Settings {
         op_timeout: config.op_timeout,
         check_ownership: config
@@ -68,10 +68,13 @@ pub(crate) async fn run_with_names<F: StoreFactory>(
     names: NameGroups,
 ) -> Report {
     crate::quiet_panic::install();
-    let names = Arc::new(names);
     let factory: SharedFactory = Arc::new(Erased(factory));
     let seed = config.seed.unwrap_or_else(random_seed);
     let settings = settings(&config);
+    let scenario_ctx = Ctx {
+        names: Arc::new(names),
+        ..Ctx::new(Arc::clone(&factory), settings.clone())
+    };
     let caps = factory.capabilities();
     let mut checks = Vec::new();
     if let Some(why) = factory.unavailable() {
@@ -96,10 +99,7 @@ pub(crate) async fn run_with_names<F: StoreFactory>(
             continue;
         }
         let started = begin(&config, scenario.name);
-        let ctx = Ctx {
-            names: Arc::clone(&names),
-            ..Ctx::new(Arc::clone(&factory), settings.clone())
-        };
+        let ctx = scenario_ctx.clone();
         let limit = config.op_timeout * 10;
         let outcome = match tokio::time::timeout(
             limit,

@@ -159,16 +159,11 @@ fn copy_files(files: &[(PathBuf, PathBuf, Metadata)], ids: &ProcessIds) -> Resul
         copy_file(from, to, meta, ids)
             .map_err(|e| StoreError::io(format!("copying {} to", from.display()), to, e))
     };
-    if files.len() < PARALLEL_FROM {
-        return files.iter().try_for_each(copy_one);
-    }
-    // Asking costs a few calls (std reads the cgroup's CPU quota): once per process.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = *THREADS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_THREADS)
-    });
+    let threads = if files.len() < PARALLEL_FROM {
+        1
+    } else {
+        copy_threads()
+    };
     if threads < 2 {
         return files.iter().try_for_each(copy_one);
     }
@@ -201,6 +196,17 @@ fn copy_files(files: &[(PathBuf, PathBuf, Metadata)], ids: &ProcessIds) -> Resul
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// How many threads copy a large tree's files: the CPUs this process may use, at most
+/// [`MAX_THREADS`]. Asked once per process: std reads the cgroup's CPU quota, a few calls.
+fn copy_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS)
+    })
 }
 
 /// Copies the regular file `from` to the new file `to` (which must not exist, and is never

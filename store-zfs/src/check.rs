@@ -10,6 +10,7 @@ use store_api::StoreError;
 
 use crate::layout::{DELETED_PROPERTY, RESULT_SNAP, is_within};
 use crate::mounts::{self, Mount};
+use crate::open::GROUPS;
 use crate::runner::Runner;
 use crate::store::ZfsStore;
 use crate::zfs_cli::Zfs;
@@ -33,9 +34,7 @@ use crate::zfs_cli::Zfs;
 pub async fn check_layout(root: &str, runner: Arc<dyn Runner>) -> Result<Vec<String>, StoreError> {
     let zfs = Zfs::new(runner);
     let (rows, mounts) = read(&zfs, root).await?;
-    let mut found = audit(root, &rows, &mounts);
-    found.extend(strays_in_root(root, &mounts));
-    Ok(found)
+    Ok(findings(root, &rows, &mounts))
 }
 
 impl ZfsStore {
@@ -48,8 +47,7 @@ impl ZfsStore {
     pub async fn check(&self) -> Result<Vec<String>, StoreError> {
         let root = self.dataset();
         let (rows, mounts) = read(&self.inner.zfs, root).await?;
-        let mut found = audit(root, &rows, &mounts);
-        found.extend(strays_in_root(root, &mounts));
+        let mut found = findings(root, &rows, &mounts);
         let indexed: BTreeSet<String> = self.results().iter().map(|i| i.to_string()).collect();
         let on_pool = live_result_ids(root, &rows);
         if indexed != on_pool {
@@ -74,11 +72,16 @@ async fn read(zfs: &Zfs, root: &str) -> Result<(Vec<Row>, BTreeMap<String, Mount
     Ok((rows, mounts))
 }
 
-/// What the root's own directory may hold: the mountpoints of its three layout datasets.
-const ROOT_ENTRIES: [&str; 3] = ["state", "result", "cache"];
+/// Every deviation [`check_layout`] reports: the pool's ([`audit`]) and the root
+/// directory's ([`strays_in_root`]).
+fn findings(root: &str, rows: &[Row], mounts: &BTreeMap<String, Mount>) -> Vec<String> {
+    let mut found = audit(root, rows, mounts);
+    found.extend(strays_in_root(root, mounts));
+    found
+}
 
 /// Files and directories in the root dataset's own directory (where it is mounted) that the
-/// layout does not have, one line each. The store never writes there; something that does
+/// layout does not have (only its groups' mountpoints belong there), one line each. The store never writes there; something that does
 /// (a half-made build directory, a temporary file) leaks space into the root and is never
 /// cleaned up, and no dataset listing shows it.
 fn strays_in_root(root: &str, mounts: &BTreeMap<String, Mount>) -> Vec<String> {
@@ -107,7 +110,7 @@ pub(crate) fn root_strays(dir: &std::path::Path) -> std::io::Result<Vec<std::pat
     let mut strays = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if !ROOT_ENTRIES.iter().any(|n| entry.file_name() == *n) {
+        if !GROUPS.iter().any(|n| entry.file_name() == *n) {
             strays.push(entry.path());
         }
     }
@@ -164,10 +167,7 @@ fn live_result_ids(root: &str, rows: &[Row]) -> BTreeSet<String> {
 /// nothing depends on, mounts that should not be there.
 fn audit(root: &str, rows: &[Row], mounts: &BTreeMap<String, Mount>) -> Vec<String> {
     let mut found = Vec::new();
-    let groups: Vec<String> = ["state", "result", "cache"]
-        .iter()
-        .map(|g| format!("{root}/{g}"))
-        .collect();
+    let groups: Vec<String> = GROUPS.iter().map(|g| format!("{root}/{g}")).collect();
     let result_prefix = format!("{root}/result/");
     let cache_prefix = format!("{root}/cache/");
     let names: BTreeSet<&str> = rows.iter().map(|r| r.name.as_str()).collect();
