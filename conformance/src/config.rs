@@ -28,6 +28,7 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// | `ZSTORE_CONFORMANCE_FAULT_DEPTH` | [`fault_depth`](Config::fault_depth) (`all` for every step) |
 /// | `ZSTORE_CONFORMANCE_FAULT_BUDGET_SECS` | [`fault_budget`](Config::fault_budget) (`0` for no limit) |
 /// | `ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT` | [`fault_floor_percent`](Config::fault_floor_percent) (`0` for none) |
+/// | `ZSTORE_CONFORMANCE_FAULT_AT_ONCE` | [`fault_cases_at_once`](Config::fault_cases_at_once) |
 /// | `ZSTORE_CONFORMANCE_REPLAY` | the generated `sequences` test replays this saved sequence |
 /// | `ZSTORE_CONFORMANCE_LOAD_BUILDS` | [`load_builds`](Config::load_builds) |
 /// | `ZSTORE_CONFORMANCE_LOAD_JOBS` | [`load_jobs`](Config::load_jobs) |
@@ -78,6 +79,11 @@ pub struct Config {
     /// turn the sweep into a token one. `None` (the default): no floor. A sweep that ran whole
     /// always passes this.
     pub fault_floor_percent: Option<u8>,
+    /// How many `fault_sweep` cases run at once, each on storage of its own (default 1). More
+    /// helps a backend whose steps wait more than they compute (a slow process start on
+    /// several CPUs, a sync per command); the sweep's verdict and detail line do not depend
+    /// on it, only its time.
+    pub fault_cases_at_once: usize,
     /// How many builds the `load` check runs (chains of 4 levels from one base).
     pub load_builds: usize,
     /// How many chains the `load` check builds at once; every build holds a copy of one
@@ -102,6 +108,7 @@ impl Default for Config {
             fault_depth: None,
             fault_budget: Some(Duration::from_secs(180)),
             fault_floor_percent: None,
+            fault_cases_at_once: 1,
             load_builds: 200,
             load_jobs: 10,
         }
@@ -192,6 +199,10 @@ impl Config {
                 p => Some(p),
             };
         }
+        if let Some(v) = var("ZSTORE_CONFORMANCE_FAULT_AT_ONCE") {
+            self.fault_cases_at_once =
+                number::<usize>("ZSTORE_CONFORMANCE_FAULT_AT_ONCE", &v)?.max(1);
+        }
         if let Some(v) = var("ZSTORE_CONFORMANCE_LOAD_BUILDS") {
             self.load_builds = number("ZSTORE_CONFORMANCE_LOAD_BUILDS", &v)?;
         }
@@ -217,7 +228,7 @@ impl Config {
     /// The `ZSTORE_CONFORMANCE_*` variables that carry this config's sizes to the tests of
     /// [`conformance_tests!`](crate::conformance_tests) in another process (the inverse of
     /// [`with_vars`](Self::with_vars) for cases, steps, seed, concurrency cases, quick
-    /// checks, load, fault depth, budget and floor, and the operation timeout).
+    /// checks, load, fault depth, budget, floor and cases at once, and the operation timeout).
     pub fn to_env(&self) -> Vec<(String, String)> {
         let mut vars = vec![
             ("CASES", self.cases.to_string()),
@@ -241,6 +252,7 @@ impl Config {
                 "FAULT_FLOOR_PERCENT",
                 self.fault_floor_percent.unwrap_or(0).to_string(),
             ),
+            ("FAULT_AT_ONCE", self.fault_cases_at_once.to_string()),
         ];
         if let Some(seed) = self.seed {
             vars.push(("SEED", seed.to_string()));
@@ -286,6 +298,8 @@ impl fmt::Debug for Config {
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
             .field("fault_depth", &self.fault_depth)
             .field("fault_budget", &self.fault_budget)
+            .field("fault_floor_percent", &self.fault_floor_percent)
+            .field("fault_cases_at_once", &self.fault_cases_at_once)
             .field("load_builds", &self.load_builds)
             .field("load_jobs", &self.load_jobs)
             .finish()
@@ -318,6 +332,7 @@ mod tests {
             fault_depth: Some(2),
             fault_budget: Some(Duration::from_secs(60)),
             fault_floor_percent: Some(25),
+            fault_cases_at_once: 3,
             ..Config::default()
         };
         let vars = config.to_env();
@@ -334,6 +349,7 @@ mod tests {
         assert_eq!(back.fault_depth, Some(2));
         assert_eq!(back.fault_budget, Some(Duration::from_secs(60)));
         assert_eq!(back.fault_floor_percent, Some(25));
+        assert_eq!(back.fault_cases_at_once, 3);
         let unbounded = Config {
             fault_depth: None,
             fault_budget: None,

@@ -28,13 +28,18 @@ pub const GROUPS: [&str; 3] = ["state", "result", "cache"];
 /// all, shared with every other pool and user).
 pub const ZFS_FUSE_MOUNT_CAP: usize = 256;
 
-/// Opens (creating the layout if needed) the store at `location`.
+/// Opens (creating the layout if needed) the store at `location`; `engine` is detected
+/// unless given.
 pub async fn open(
     location: &str,
     runner: Arc<dyn Runner>,
+    engine: Option<Engine>,
     limits: Limits,
 ) -> Result<Shared, StoreError> {
-    let engine = Engine::detect(Arc::clone(&runner)).await?;
+    let engine = match engine {
+        Some(e) => e,
+        None => Engine::detect(Arc::clone(&runner)).await?,
+    };
     let zfs = Zfs::new(runner).serialize_commands(engine.is_zfs_fuse());
     let root = locate(&zfs, location).await?;
     // Before anything changes: a second opener must not repair away the first one's work.
@@ -233,5 +238,40 @@ mod tests {
         .expect("open");
         assert!(store.engine().is_zfs_fuse());
         assert_eq!(*lock(&checker.unlocked), Vec::<String>::new());
+    }
+
+    /// An engine given at open is used as is: no `zfs version`, and the other engine's
+    /// paths are not taken.
+    #[tokio::test]
+    async fn a_known_engine_skips_detection() {
+        use crate::testing::RecordingRunner;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = RecordingRunner::new(Arc::new(FakeZfs::openzfs(dir.path(), "p")));
+        let detected = ZfsStore::open_with(
+            "p",
+            ZfsOptions {
+                runner: rec.clone(),
+                ..ZfsOptions::default()
+            },
+        )
+        .await
+        .expect("open");
+        let engine = detected.engine().clone();
+        assert!(!engine.is_zfs_fuse());
+        assert!(rec.take_lines().iter().any(|c| c.contains("zfs version")));
+        drop(detected);
+        let known = ZfsStore::builder()
+            .runner(rec.clone())
+            .engine(engine.clone())
+            .open("p")
+            .await
+            .expect("reopen");
+        assert_eq!(known.engine(), &engine);
+        let commands = rec.take_lines();
+        assert!(!commands.is_empty());
+        assert!(
+            !commands.iter().any(|c| c.contains("version")),
+            "{commands:?}"
+        );
     }
 }

@@ -22,6 +22,11 @@ pub struct ZfsOptions {
     /// At most this many results are kept mounted read-only; `None` for the engine's default
     /// (unlimited on OpenZFS, [`crate::ZFS_FUSE_MOUNT_CAP`] on zfs-fuse).
     pub max_mounted_results: Option<usize>,
+    /// The engine behind `zfs`, if the caller knows it already (what [`Engine::detect`] or an
+    /// earlier store's [`ZfsStore::engine`] said): open then skips its `zfs version`, one
+    /// process fewer per open. `None` (the default): detected at open. Given wrongly, the
+    /// store takes the other engine's paths (see [`Engine`]).
+    pub engine: Option<Engine>,
 }
 
 impl Default for ZfsOptions {
@@ -29,6 +34,7 @@ impl Default for ZfsOptions {
         Self {
             runner: Arc::new(SystemRunner),
             max_mounted_results: None,
+            engine: None,
         }
     }
 }
@@ -37,6 +43,7 @@ impl std::fmt::Debug for ZfsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZfsOptions")
             .field("max_mounted_results", &self.max_mounted_results)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +65,12 @@ impl ZfsStoreBuilder {
     /// [`crate::ZFS_FUSE_MOUNT_CAP`] on zfs-fuse).
     pub fn max_mounted_results(mut self, n: usize) -> Self {
         self.options.max_mounted_results = Some(n);
+        self
+    }
+
+    /// Uses `engine` instead of detecting it at open (see [`ZfsOptions::engine`]).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.options.engine = Some(engine);
         self
     }
 
@@ -126,7 +139,8 @@ impl ZfsStore {
         let limits = Limits {
             max_mounted_results: options.max_mounted_results,
         };
-        let inner = crate::open::open(location.as_ref(), options.runner, limits).await?;
+        let inner =
+            crate::open::open(location.as_ref(), options.runner, options.engine, limits).await?;
         Ok(Self { inner })
     }
 

@@ -19,12 +19,17 @@
 //! before or after the operation (no temporary left), and the store fully usable: the same
 //! ids build again, caches update and delete. The factory's teardown then checks for leaks.
 //!
-//! Order: each operation in turn is run without a fault and then stopped half-way; then
+//! Order: each operation is run once without a fault; then each is stopped half-way; then
 //! every other fault, one operation after another, spread over each operation's steps (first
 //! and last step first). So [`Config::fault_budget`](crate::Config::fault_budget) (a time
 //! limit) and [`Config::fault_depth`](crate::Config::fault_depth) (faults per operation and
 //! kind) bound the cost on slow backends while keeping the coverage spread; the check's detail
-//! line says how many faults it injected out of how many possible.
+//! line starts with how many fault points it tried out of how many possible (`Y+` when the
+//! budget left operations unprobed), and
+//! [`Config::fault_floor_percent`](crate::Config::fault_floor_percent) `Some(100)` fails a
+//! sweep that did not try them all. [`Config::fault_cases_at_once`](crate::Config::fault_cases_at_once)
+//! cases run at once, each on storage of its own; results are recorded in the order above,
+//! so the verdict does not depend on it.
 
 mod case;
 mod ops;
@@ -32,9 +37,12 @@ mod order;
 mod state;
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use case::run_case;
+use case::{CaseResult, run_case};
+use futures::StreamExt;
 use ops::SweepOp;
 pub(crate) use state::files_at;
 
@@ -52,6 +60,8 @@ const MAX_REPORTED: usize = 30;
 /// What the sweep knows about one operation.
 struct OpRecord {
     op: SweepOp,
+    /// Where the `open-after-crash` prelude stops (0 for the other operations).
+    cut: usize,
     steps: usize,
     log: Vec<String>,
     /// Listings after a reopen: stopped before the first step, and after the last.
@@ -59,34 +69,22 @@ struct OpRecord {
     after: Option<Vec<String>>,
     /// Listings of other stops, compared once `before` and `after` are known.
     pending: Vec<(Fault, Vec<String>)>,
-    faults: Vec<Fault>,
 }
 
 /// The sweep's running state.
-struct Sweep<'a> {
-    ctx: &'a Ctx,
-    config: &'a Config,
-    started: Instant,
+struct Sweep {
     records: Vec<OpRecord>,
     wrong: Vec<String>,
     /// (failed steps, stops) injected.
     tried: (usize, usize),
     not_reached: usize,
     listed: bool,
-    cut: usize,
 }
 
-impl Sweep<'_> {
-    fn over_budget(&self) -> bool {
-        self.config
-            .fault_budget
-            .is_some_and(|b| self.started.elapsed() > b)
-    }
-
-    /// Runs operation `k` with `fault` and records what it found.
-    async fn inject(&mut self, k: usize, fault: Fault) {
+impl Sweep {
+    /// Records what the case of operation `k` with `fault` found.
+    fn record(&mut self, k: usize, fault: Fault, r: CaseResult) {
         let op = self.records[k].op;
-        let r = run_case(self.ctx, op, fault, self.cut).await;
         if let Some(h) = &r.harness {
             self.wrong.push(format!(
                 "{} ({fault}): the case could not run: {h}",
@@ -119,6 +117,11 @@ impl Sweep<'_> {
     }
 }
 
+/// Whether the sweep may start no new case.
+fn over_budget(config: &Config, started: Instant) -> bool {
+    config.fault_budget.is_some_and(|b| started.elapsed() > b)
+}
+
 /// Runs the sweep; returns the outcome and a one-line summary.
 pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Option<String>) {
     if !ctx.caps.fault_injection {
@@ -137,92 +140,132 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
             None,
         );
     }
+    let started = Instant::now();
+    let at_once = config.fault_cases_at_once.max(1);
+    let ctx = &ctx;
     let mut sw = Sweep {
-        ctx: &ctx,
-        config,
-        started: Instant::now(),
         records: Vec::new(),
         wrong: Vec::new(),
         tried: (0, 0),
         not_reached: 0,
         listed: false,
-        cut: 0,
     };
 
-    // Each operation in turn: once without a fault (its steps, and a check that it works),
-    // then stopped half-way. The time budget bounds this too: a slow backend may get through
-    // only some operations (at least one).
-    let mut headline = Vec::new();
-    for op in SweepOp::ALL {
-        if !sw.records.is_empty() && sw.over_budget() {
-            break;
-        }
-        if op == SweepOp::Open {
+    // Each operation once without a fault: its steps, and a check that it works. The time
+    // budget bounds this too: a slow backend may get through only some operations (at least
+    // the first). Cases run `at_once` at a time, each on storage of its own, and are
+    // recorded in order, so the verdict does not depend on which ends first.
+    let probes: Vec<_> = futures::stream::iter(SweepOp::ALL.into_iter().enumerate())
+        .map(|(i, op)| async move {
+            if i > 0 && over_budget(config, started) {
+                return (op, None);
+            }
             // Where the `open-after-crash` prelude stops: half-way through its release.
-            sw.cut = match prelude_cut(&ctx).await {
-                Ok(cut) => cut,
-                Err(e) => return failed(e, None),
+            let cut = match op {
+                SweepOp::Open => match prelude_cut(ctx).await {
+                    Ok(cut) => cut,
+                    Err(e) => return (op, Some(Err(e))),
+                },
+                _ => 0,
             };
-        }
-        let r = run_case(&ctx, op, Fault::None, sw.cut).await;
+            let r = run_case(ctx, op, Fault::None, cut).await;
+            (op, Some(Ok((cut, r))))
+        })
+        .buffered(at_once)
+        .collect()
+        .await;
+    let mut later = Vec::new();
+    let mut headline = Vec::new();
+    for (op, probe) in probes {
+        let (cut, r) = match probe {
+            None => break,
+            Some(Err(e)) => return failed(e, None),
+            Some(Ok(done)) => done,
+        };
         if let Some(h) = r.harness {
             return failed(format!("{}: {h}", op.name()), None);
         }
         sw.listed |= r.listing.is_some();
         note(&mut sw.wrong, op, Fault::None, &r.log, &r.wrong);
+        // First a stop half-way through each operation, then everything else.
         let first = Fault::StopAfter(r.steps / 2);
-        sw.records.push(OpRecord {
-            op,
-            steps: r.steps,
-            faults: order::faults(r.steps, config.fault_depth)
+        let k = sw.records.len();
+        headline.push((k, first));
+        later.push(
+            order::faults(r.steps, config.fault_depth)
                 .into_iter()
                 .filter(|f| *f != first)
-                .collect(),
+                .collect::<Vec<_>>(),
+        );
+        sw.records.push(OpRecord {
+            op,
+            cut,
+            steps: r.steps,
             log: r.log,
             before: None,
             after: None,
             pending: Vec::new(),
         });
-        if !sw.over_budget() {
-            sw.inject(sw.records.len() - 1, first).await;
-            headline.push(first);
-        }
     }
     let unprobed = SweepOp::ALL.len() - sw.records.len();
 
-    // Then every other fault, one operation after the other, spread over their steps.
-    let planned = order::round_robin(
-        &sw.records
-            .iter()
-            .map(|r| r.faults.clone())
-            .collect::<Vec<_>>(),
-    );
-    let total = u32::try_from(planned.len() + headline.len()).unwrap_or(u32::MAX);
+    // Then the faults: one operation after the other, spread over their steps.
+    let planned: Vec<(usize, SweepOp, usize, Fault)> = headline
+        .into_iter()
+        .chain(order::round_robin(&later))
+        .map(|(k, fault)| (k, sw.records[k].op, sw.records[k].cut, fault))
+        .collect();
+    let total = u32::try_from(planned.len()).unwrap_or(u32::MAX);
     let possible: usize = sw.records.iter().map(|r| 2 * r.steps + 1).sum();
-    let mut cut_short = None;
-    for (done, (k, fault)) in planned.iter().enumerate() {
-        if sw.over_budget() || sw.wrong.len() >= MAX_REPORTED {
-            cut_short = Some(planned.len() - done);
-            break;
-        }
-        sw.inject(*k, *fault).await;
+    let problems = AtomicUsize::new(sw.wrong.len());
+    let problems = &problems;
+    let mut cases = futures::stream::iter(planned)
+        .map(|(k, op, cut, fault)| async move {
+            if over_budget(config, started) || problems.load(Relaxed) >= MAX_REPORTED {
+                return (k, fault, None);
+            }
+            let r = run_case(ctx, op, fault, cut).await;
+            problems.fetch_add(r.wrong.len() + usize::from(r.harness.is_some()), Relaxed);
+            (k, fault, Some(r))
+        })
+        .buffered(at_once);
+    let mut not_started = 0;
+    let mut done = 0u32;
+    while let Some((k, fault, r)) = cases.next().await {
+        let Some(r) = r else {
+            not_started += 1;
+            continue;
+        };
+        sw.record(k, fault, r);
+        done += 1;
         config.emit(Progress::Case {
             check: FAULT_SWEEP.into(),
-            done: u32::try_from(headline.len() + done + 1).unwrap_or(u32::MAX),
+            done,
             total,
         });
     }
+    drop(cases);
     let compared_late = sw.records.iter().map(|r| r.pending.len()).sum::<usize>();
 
-    let (tried, wrong) = (sw.tried, &sw.wrong);
+    let (injected, wrong) = (sw.tried.0 + sw.tried.1, &sw.wrong);
+    let tried = injected + sw.not_reached;
+    let complete = unprobed == 0 && not_started == 0 && tried >= possible;
     let mut detail = format!(
-        "{} faults injected ({} failed steps, {} stops) into {} operations of {} steps in all",
-        tried.0 + tried.1,
-        tried.0,
-        tried.1,
+        "{tried} of {} fault points tried: {injected} faults injected ({} failed steps, {} \
+         stops) into {} operations of {} steps in all",
+        if unprobed > 0 {
+            format!("{possible}+")
+        } else {
+            possible.to_string()
+        },
+        sw.tried.0,
+        sw.tried.1,
         sw.records.len(),
         sw.records.iter().map(|r| r.steps).sum::<usize>(),
     );
+    if sw.not_reached > 0 {
+        let _ = write!(detail, "; {} failed steps never reached", sw.not_reached);
+    }
     if unprobed > 0 {
         let _ = write!(
             detail,
@@ -230,23 +273,15 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
             SweepOp::ALL.len()
         );
     }
-    if tried.0 + tried.1 + sw.not_reached < possible {
-        let _ = write!(detail, "; {} of {possible} possible", tried.0 + tried.1);
-    }
-    if sw.not_reached > 0 {
-        let _ = write!(detail, "; {} failed steps never reached", sw.not_reached);
-    }
-    match cut_short {
-        Some(n) if wrong.len() >= MAX_REPORTED => {
+    if not_started > 0 {
+        if wrong.len() >= MAX_REPORTED {
             let _ = write!(
                 detail,
-                "; stopped after {MAX_REPORTED} problems, {n} not tried"
+                "; stopped after {MAX_REPORTED} problems, {not_started} not tried"
             );
+        } else {
+            let _ = write!(detail, "; time budget reached, {not_started} not tried");
         }
-        Some(n) => {
-            let _ = write!(detail, "; time budget reached, {n} not tried");
-        }
-        None => {}
     }
     if !sw.listed {
         detail.push_str("; no storage listing (the factory cannot list)");
@@ -257,22 +292,26 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
              the last step were not reached)"
         );
     }
-    let _ = write!(detail, "; {:.0} s", sw.started.elapsed().as_secs_f64());
-    let injected = tried.0 + tried.1;
-    let budget_cut = unprobed > 0 || (cut_short.is_some() && wrong.len() < MAX_REPORTED);
+    let _ = write!(
+        detail,
+        "; {:.0} s, {at_once} at once",
+        started.elapsed().as_secs_f64()
+    );
+    // A floor of 100% also counts the operations the budget left unprobed.
     if let Some(floor) = config.fault_floor_percent
-        && budget_cut
         && wrong.is_empty()
-        && injected * 100 < usize::from(floor) * possible.max(1)
+        && !complete
+        && (floor >= 100 || tried * 100 < usize::from(floor) * possible.max(1))
     {
         return (
             CheckOutcome::Failed(Failure {
                 message: format!(
-                    "the time budget stopped the fault sweep after {injected} of {possible} \
-                     possible faults ({}%), below the floor of {floor}% \
+                    "the time budget stopped the fault sweep after {tried} of {possible}{} \
+                     possible fault points ({}%), below the floor of {floor}% \
                      (ZSTORE_CONFORMANCE_FAULT_FLOOR_PERCENT); raise the budget or lower the \
                      floor",
-                    injected * 100 / possible.max(1)
+                    if unprobed > 0 { "+" } else { "" },
+                    tried * 100 / possible.max(1)
                 ),
                 sequence: None,
             }),

@@ -187,6 +187,7 @@ pub async fn run(pool: &str, mountpoint: &Path, kind: &Engine, plan: ZfsPlan) ->
         ZfsOptions {
             runner: counter.clone(),
             max_mounted_results: cap,
+            engine: None,
         },
     )
     .await
