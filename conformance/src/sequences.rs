@@ -3,7 +3,7 @@
 //! script and saved as JSON.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
@@ -117,7 +117,7 @@ pub(crate) fn sequences(
     universe: &Universe,
     seed: u64,
     handle: &tokio::runtime::Handle,
-) -> CheckOutcome {
+) -> (CheckOutcome, Option<String>) {
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let proptest_config = ProptestConfig {
@@ -135,9 +135,14 @@ pub(crate) fn sequences(
     let strategy = universe.ops(config.max_ops);
     let done = AtomicU32::new(0);
     let shrinking = AtomicBool::new(false);
+    // The depth actually run (before any shrinking), for the detail line.
+    let (steps, longest) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let started = std::time::Instant::now();
     let result = runner.run(&strategy, |ops| {
         let outcome = handle.block_on(run_case(factory.clone(), settings, &ops));
         if !shrinking.load(Ordering::Relaxed) {
+            steps.fetch_add(ops.len(), Ordering::Relaxed);
+            longest.fetch_max(ops.len(), Ordering::Relaxed);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             config.emit(Progress::Case {
                 check: SEQUENCES.into(),
@@ -157,7 +162,21 @@ pub(crate) fn sequences(
             }
         }
     });
-    match result {
+    let detail = format!(
+        "{} cases of up to {} steps run ({} steps in all, the longest {}), {} checks after \
+         each step; {:.0} s",
+        done.load(Ordering::Relaxed),
+        config.max_ops,
+        steps.load(Ordering::Relaxed),
+        longest.load(Ordering::Relaxed),
+        if config.full_check_each_step {
+            "full"
+        } else {
+            "quick"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    let outcome = match result {
         Ok(()) => CheckOutcome::Passed,
         Err(TestError::Abort(why)) => CheckOutcome::Failed(Failure {
             message: format!("the property runner gave up: {why}"),
@@ -189,7 +208,8 @@ pub(crate) fn sequences(
                 }),
             })
         }
-    }
+    };
+    (outcome, Some(detail))
 }
 
 fn save(config: &Config, file: &SequenceFile) -> Option<PathBuf> {

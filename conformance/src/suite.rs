@@ -126,11 +126,13 @@ pub(crate) async fn run_with_names<F: StoreFactory>(
         let universe = Universe::new(settings.check_ownership, caps.can_reopen, current_user());
         let (f, c, s) = (Arc::clone(&factory), config.clone(), settings.clone());
         let handle = tokio::runtime::Handle::current();
-        let outcome =
+        let (outcome, detail) =
             tokio::task::spawn_blocking(move || sequences(f, &c, &s, &universe, seed, &handle))
                 .await
-                .unwrap_or_else(|e| failed(format!("the sequences check panicked: {e}")));
-        checks.push(end(&config, SEQUENCES, started, outcome));
+                .unwrap_or_else(|e| (failed(format!("the sequences check panicked: {e}")), None));
+        let mut report = end(&config, SEQUENCES, started, outcome);
+        report.detail = detail;
+        checks.push(report);
     }
 
     if config.wants(CONCURRENCY) {

@@ -65,9 +65,19 @@ fn step_limit(step: &str) -> Duration {
     Duration::from_secs(minutes * 60)
 }
 
-/// What one step runs: one or more commands.
-fn commands(step: &str, cargo: &OsString, me: &OsString) -> Vec<Cmd> {
-    let conformance = |engine: &str| Cmd::new(me).args(["conformance", "--engine", engine]);
+/// Where a conformance lane's JSON report goes, in the run's private directory.
+fn report_path(reports: &std::path::Path, lane: &str) -> PathBuf {
+    reports.join(format!("{lane}.json"))
+}
+
+/// What one step runs: one or more commands. A conformance lane writes its report into
+/// `reports` (see [`report_path`]).
+fn commands(step: &str, cargo: &OsString, me: &OsString, reports: &std::path::Path) -> Vec<Cmd> {
+    let conformance = |engine: &str| {
+        Cmd::new(me)
+            .args(["conformance", "--engine", engine, "--report"])
+            .arg(report_path(reports, engine))
+    };
     match step {
         "fmt" => vec![Cmd::new(cargo).args(["fmt", "--all", "--", "--check"])],
         "clippy" => vec![Cmd::new(cargo).args([
@@ -113,12 +123,15 @@ pub async fn run(runner: &Runner, cancel: &Cancel, args: &CiArgs) -> Result<u8> 
             eprintln!("xtask: ci: stopping the ZFS engine: {err}");
         }
     }
-    let results = results?;
+    let (results, depth) = results?;
     let leaks = leaks::check(&footprint).await;
     leaks.print("ci");
     println!("ci summary:");
     for (step, verdict, secs) in &results {
         println!("  {step:<12} {verdict:<8} {secs:>6.0} s");
+        for line in depth.iter().filter(|(s, _)| s == step).map(|(_, l)| l) {
+            println!("    {line}");
+        }
     }
     let failed = results.iter().filter(|r| r.1 == "FAILED").count() + usize::from(!leaks.clean());
     let passed = results.iter().filter(|r| r.1 == "passed").count();
@@ -133,6 +146,10 @@ pub async fn run(runner: &Runner, cancel: &Cancel, args: &CiArgs) -> Result<u8> 
 /// One step's outcome: its name, `passed`/`FAILED`/`skipped`, and seconds.
 type StepResult = (&'static str, &'static str, f64);
 
+/// A line of a conformance lane's depth (fault points, sequences, load, kill -9 rounds),
+/// with its step.
+type DepthLine = (&'static str, String);
+
 /// Runs every step not skipped: the foreground steps in order, and the [`BACKGROUND`] steps
 /// in order beside them from [`BACKGROUND_AFTER`] on, their output kept in a log that is
 /// printed when they end. `engine` receives the ZFS engine prepared for the workspace tests
@@ -142,7 +159,7 @@ async fn steps(
     cancel: &Cancel,
     args: &CiArgs,
     engine: &mut Option<LocalEngine>,
-) -> Result<Vec<StepResult>> {
+) -> Result<(Vec<StepResult>, Vec<DepthLine>)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // The steps run a private copy of this executable: `cargo test --workspace` relinks
     // target/debug/xtask while the background VM lane still runs (and copies itself into the
@@ -162,6 +179,7 @@ async fn steps(
         skip: args.skip.clone(),
         cargo,
         me,
+        reports: private.path().to_owned(),
     };
     let log = std::env::temp_dir().join(format!("zstore-ci-{}-background.log", std::process::id()));
     let mut background = None;
@@ -195,7 +213,22 @@ async fn steps(
         println!("==> ci: {step}: {verdict} in {secs:.0} s (background)");
     }
     results.extend(bg);
-    Ok(results)
+    // Each lane's depth, from the report it wrote (none if it did not get that far).
+    let mut depth = Vec::new();
+    for (step, verdict, _) in &results {
+        let path = report_path(private.path(), step);
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        match serde_json::from_slice::<crate::conformance::report::RunReport>(&text) {
+            Ok(report) => depth.extend(report.depth().into_iter().map(|l| (*step, l))),
+            Err(e) if *verdict != "skipped" => {
+                depth.push((*step, format!("(its report {}: {e})", path.display())));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok((results, depth))
 }
 
 /// Starts the [`BACKGROUND`] steps, one after the other, with their output in `log`.
@@ -227,6 +260,8 @@ struct Ctx {
     skip: Vec<String>,
     cargo: OsString,
     me: OsString,
+    /// The run's private directory, where the lanes write their reports.
+    reports: PathBuf,
 }
 
 impl Ctx {
@@ -278,7 +313,7 @@ impl Ctx {
             }
         }
         let deadline = started + step_limit(step);
-        for cmd in commands(step, &self.cargo, &self.me) {
+        for cmd in commands(step, &self.cargo, &self.me, &self.reports) {
             if !ok {
                 break;
             }
@@ -364,7 +399,10 @@ mod tests {
         let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
         assert!(STEPS.contains(&BACKGROUND_AFTER) && !BACKGROUND.contains(&BACKGROUND_AFTER));
         for step in STEPS {
-            assert!(!commands(step, &cargo, &me).is_empty(), "{step}");
+            assert!(
+                !commands(step, &cargo, &me, std::path::Path::new("/r")).is_empty(),
+                "{step}"
+            );
             assert!(step_limit(step) >= Duration::from_secs(300), "{step}");
         }
         for step in BACKGROUND {
@@ -381,7 +419,8 @@ mod tests {
     #[test]
     fn the_real_lanes_run_the_suite_and_the_guest_tests() {
         let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
-        let vm = commands("vm", &cargo, &me);
+        let r = std::path::Path::new("/r");
+        let vm = commands("vm", &cargo, &me, r);
         assert_eq!(
             argv(&vm[0]),
             [
@@ -389,14 +428,23 @@ mod tests {
                 "conformance",
                 "--engine",
                 "vm",
+                "--report",
+                "/r/vm.json",
                 "--with-store-zfs-tests"
             ]
         );
         assert_eq!(
-            argv(&commands("zfs-fuse", &cargo, &me)[0]),
-            ["xtask", "conformance", "--engine", "zfs-fuse"]
+            argv(&commands("zfs-fuse", &cargo, &me, r)[0]),
+            [
+                "xtask",
+                "conformance",
+                "--engine",
+                "zfs-fuse",
+                "--report",
+                "/r/zfs-fuse.json"
+            ]
         );
-        let test = &commands("test", &cargo, &me)[0];
+        let test = &commands("test", &cargo, &me, r)[0];
         assert!(test.display().contains("test --workspace"));
         let command = test.to_command();
         let require: Vec<_> = command

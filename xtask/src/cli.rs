@@ -100,6 +100,10 @@ pub struct ConformanceArgs {
     /// VM options (--engine vm).
     #[command(flatten)]
     pub vm: VmOptions,
+    /// Also write the run's report as JSON here (`cargo xtask ci` reads each lane's for its
+    /// summary).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Options for booting the guest.

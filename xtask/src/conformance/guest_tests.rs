@@ -127,7 +127,7 @@ async fn run_one(runner: &Runner, exe: &Path) -> TestRun {
         Err(e) => (false, e.to_string()),
     };
     let secs = started.elapsed().as_secs();
-    let summary = output
+    let mut summary = output
         .lines()
         .rev()
         .find(|l| l.starts_with("test result:"))
@@ -136,6 +136,14 @@ async fn run_one(runner: &Runner, exe: &Path) -> TestRun {
             let tail: Vec<&str> = output.lines().rev().take(3).collect();
             tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
         });
+    // The crash test's closing count (rounds, kills, violations) goes into the summary, so
+    // the report carries it to the host and CI's summary.
+    if let Some(crash) = output
+        .lines()
+        .find(|l| l.starts_with("crash: ") && super::report::crash_line(l).is_some())
+    {
+        summary = format!("{}; {summary}", crash.trim());
+    }
     // One print for the whole block, so the output of executables running at once does not
     // interleave.
     let mut block: String = output.lines().map(|l| format!("    {l}\n")).collect();

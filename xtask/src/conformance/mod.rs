@@ -23,7 +23,21 @@ pub async fn conformance(runner: &Runner, cancel: &Cancel, args: &ConformanceArg
     };
     report.print_table();
     report.print_final_line();
+    if let Some(path) = &args.report
+        && let Err(e) = write_report(&report, path)
+    {
+        eprintln!("xtask: conformance: {e}");
+    }
     report.exit_code()
+}
+
+/// Writes `report` as JSON to `path` (through a temporary file, so a reader never sees half).
+fn write_report(report: &report::RunReport, path: &std::path::Path) -> Result<()> {
+    let text = serde_json::to_vec_pretty(report)
+        .map_err(|e| XtaskError::Invalid(format!("encoding the report: {e}")))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| XtaskError::io("writing the report", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| XtaskError::io("writing the report", path, e))
 }
 
 /// Runs `run-suite`: a local run whose JSON report is written to `--report`; prints progress
@@ -37,12 +51,7 @@ pub async fn run_suite(runner: &Runner, cancel: &Cancel, args: &RunSuiteArgs) ->
     }
     let report = local::run(runner, cancel, args.engine, &args.suite).await;
     report.print_table();
-    let text = serde_json::to_vec_pretty(&report)
-        .map_err(|e| XtaskError::Invalid(format!("encoding the report: {e}")))?;
-    let tmp = args.report.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| XtaskError::io("writing the report", &tmp, e))?;
-    std::fs::rename(&tmp, &args.report)
-        .map_err(|e| XtaskError::io("writing the report", &args.report, e))?;
+    write_report(&report, &args.report)?;
     let code = report.exit_code();
     if code == EXIT_SETUP {
         tracing::warn!("run-suite: set-up failed, see the report");

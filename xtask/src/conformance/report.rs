@@ -52,6 +52,14 @@ impl SuiteReport {
     }
 }
 
+/// The `crash: N rounds, K kills, V violations` part of a test's summary, if any.
+pub fn crash_line(summary: &str) -> Option<&str> {
+    let start = summary.find("crash: ")?;
+    let rest = &summary[start + "crash: ".len()..];
+    let end = rest.find(" violations").map(|i| i + " violations".len())?;
+    rest[..end].contains(" rounds, ").then(|| &rest[..end])
+}
+
 /// How the run as a whole went.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
@@ -147,6 +155,38 @@ impl RunReport {
         }
     }
 
+    /// How deep the run went, one line per kind of check that reports it: the fault points
+    /// the sweep tried of those possible, the generated sequences' size, the load, and the
+    /// kill -9 rounds of a crash test run after the suite (from its `crash: N rounds, ...`
+    /// line). What CI's summary prints per lane.
+    pub fn depth(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Outcome::Completed { report } = &self.outcome {
+            for (check, what) in [
+                ("fault_sweep", "fault sweep"),
+                ("sequences", "sequences"),
+                ("load", "load"),
+            ] {
+                let detail = report
+                    .cases
+                    .iter()
+                    .find(|c| c.check == check)
+                    .and_then(|c| c.detail.as_deref());
+                if let Some(d) = detail {
+                    // The detail's first clause is the size (see each check's detail line).
+                    let head = d.split([';', ':']).next().unwrap_or(d).trim();
+                    lines.push(format!("{what}: {head}"));
+                }
+            }
+        }
+        for t in &self.tests {
+            if let Some(crash) = crash_line(&t.summary) {
+                lines.push(format!("kill -9 ({}): {crash}", t.name));
+            }
+        }
+        lines
+    }
+
     /// The last line(s) of every conformance run, on stdout: the guest test results if any,
     /// `conformance: N passed, M failed`, and for the self-test its verdict.
     pub fn print_final_line(&self) {
@@ -185,6 +225,9 @@ impl RunReport {
                 }
             }
             Outcome::Error { message, .. } => println!("conformance: error: {message}{leaks}"),
+        }
+        for line in self.depth() {
+            println!("conformance depth: {line}");
         }
     }
 }
@@ -294,5 +337,57 @@ mod tests {
         let text = serde_json::to_string(&r).expect("encode");
         assert!(text.contains(r#""status":"error""#), "{text}");
         assert_eq!(serde_json::from_str::<RunReport>(&text).expect("decode"), r);
+    }
+
+    #[test]
+    fn depth_names_fault_points_sequences_load_and_kill_rounds() {
+        let detail = |name: &str, d: &str| CheckLine {
+            detail: Some(d.into()),
+            ..case(name, true)
+        };
+        let r = RunReport {
+            engine: "vm".into(),
+            pool: None,
+            outcome: Outcome::Completed {
+                report: suite(vec![
+                    case("store_basics", true),
+                    detail(
+                        "fault_sweep",
+                        "104 of 104 fault points tried: 104 faults injected; 90 s",
+                    ),
+                    detail(
+                        "sequences",
+                        "40 cases of up to 30 steps run (600 steps); 9 s",
+                    ),
+                    detail("load", "100 builds checked of 100, in 25 chains; 80 s"),
+                ]),
+            },
+            leaks: None,
+            tests: vec![
+                TestRun {
+                    name: "test-kill9".into(),
+                    passed: true,
+                    secs: 170,
+                    summary: "crash: 10 rounds, 10 kills, 0 violations; test result: ok.".into(),
+                },
+                TestRun {
+                    name: "test-names".into(),
+                    passed: true,
+                    secs: 1,
+                    summary: "test result: ok.".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            r.depth(),
+            [
+                "fault sweep: 104 of 104 fault points tried",
+                "sequences: 40 cases of up to 30 steps run (600 steps)",
+                "load: 100 builds checked of 100, in 25 chains",
+                "kill -9 (test-kill9): 10 rounds, 10 kills, 0 violations",
+            ]
+        );
+        assert_eq!(crash_line("crash: on zfs: 5 rounds, seed 1"), None);
+        assert_eq!(crash_line("test result: ok."), None);
     }
 }
