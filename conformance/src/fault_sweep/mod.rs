@@ -151,68 +151,82 @@ pub(crate) async fn fault_sweep(ctx: Ctx, config: &Config) -> (CheckOutcome, Opt
         listed: false,
     };
 
-    // Each operation once without a fault: its steps, and a check that it works. The time
-    // budget bounds this too: a slow backend may get through only some operations (at least
-    // the first). Cases run `at_once` at a time, each on storage of its own, and are
-    // recorded in order, so the verdict does not depend on which ends first.
-    let probes: Vec<_> = futures::stream::iter(SweepOp::ALL.into_iter().enumerate())
-        .map(|(i, op)| async move {
-            if i > 0 && over_budget(config, started) {
-                return (op, None);
-            }
-            // Where the `open-after-crash` prelude stops: half-way through its release.
-            let cut = match op {
-                SweepOp::Open => match prelude_cut(ctx).await {
-                    Ok(cut) => cut,
-                    Err(e) => return (op, Some(Err(e))),
-                },
-                _ => 0,
-            };
-            let r = run_case(ctx, op, Fault::None, cut).await;
-            (op, Some(Ok((cut, r))))
-        })
-        .buffered(at_once)
-        .collect()
-        .await;
+    // Each operation once without a fault (its steps, and a check that it works), then
+    // stopped half-way; `at_once` operations at a time, each case on storage of its own,
+    // recorded in order, so the verdict does not depend on which ends first. The time budget
+    // bounds this too: a slow backend may get through only some operations (at least the
+    // first). One at a time, this is operation after operation, probe then stop.
     let mut later = Vec::new();
-    let mut headline = Vec::new();
-    for (op, probe) in probes {
-        let (cut, r) = match probe {
-            None => break,
-            Some(Err(e)) => return failed(e, None),
-            Some(Ok(done)) => done,
-        };
-        if let Some(h) = r.harness {
-            return failed(format!("{}: {h}", op.name()), None);
+    let mut unprobed = 0;
+    for chunk in SweepOp::ALL.chunks(at_once) {
+        if unprobed > 0 || (!sw.records.is_empty() && over_budget(config, started)) {
+            unprobed += chunk.len();
+            continue;
         }
-        sw.listed |= r.listing.is_some();
-        note(&mut sw.wrong, op, Fault::None, &r.log, &r.wrong);
-        // First a stop half-way through each operation, then everything else.
-        let first = Fault::StopAfter(r.steps / 2);
-        let k = sw.records.len();
-        headline.push((k, first));
-        later.push(
-            order::faults(r.steps, config.fault_depth)
-                .into_iter()
-                .filter(|f| *f != first)
-                .collect::<Vec<_>>(),
-        );
-        sw.records.push(OpRecord {
-            op,
-            cut,
-            steps: r.steps,
-            log: r.log,
-            before: None,
-            after: None,
-            pending: Vec::new(),
-        });
+        let probes: Vec<_> = futures::stream::iter(chunk.iter().copied())
+            .map(|op| async move {
+                // Where the `open-after-crash` prelude stops: half-way through its release.
+                let cut = match op {
+                    SweepOp::Open => prelude_cut(ctx).await?,
+                    _ => 0,
+                };
+                Ok::<_, String>((op, cut, run_case(ctx, op, Fault::None, cut).await))
+            })
+            .buffered(at_once)
+            .collect()
+            .await;
+        let mut headline = Vec::new();
+        for probe in probes {
+            let (op, cut, r) = match probe {
+                Err(e) => return failed(e, None),
+                Ok(done) => done,
+            };
+            if let Some(h) = r.harness {
+                return failed(format!("{}: {h}", op.name()), None);
+            }
+            sw.listed |= r.listing.is_some();
+            note(&mut sw.wrong, op, Fault::None, &r.log, &r.wrong);
+            let first = Fault::StopAfter(r.steps / 2);
+            headline.push((sw.records.len(), op, cut, first));
+            later.push(
+                order::faults(r.steps, config.fault_depth)
+                    .into_iter()
+                    .filter(|f| *f != first)
+                    .collect::<Vec<_>>(),
+            );
+            sw.records.push(OpRecord {
+                op,
+                cut,
+                steps: r.steps,
+                log: r.log,
+                before: None,
+                after: None,
+                pending: Vec::new(),
+            });
+        }
+        if over_budget(config, started) {
+            // Its half-way stops join the other faults, which the budget has cut.
+            for (k, _, _, first) in headline {
+                later[k].insert(0, first);
+            }
+            continue;
+        }
+        let stops: Vec<_> =
+            futures::stream::iter(headline)
+                .map(|(k, op, cut, fault)| async move {
+                    (k, fault, run_case(ctx, op, fault, cut).await)
+                })
+                .buffered(at_once)
+                .collect()
+                .await;
+        for (k, fault, r) in stops {
+            sw.record(k, fault, r);
+        }
     }
-    let unprobed = SweepOp::ALL.len() - sw.records.len();
 
-    // Then the faults: one operation after the other, spread over their steps.
-    let planned: Vec<(usize, SweepOp, usize, Fault)> = headline
+    // Then every other fault, one operation after the other, spread over their steps.
+    let planned: Vec<(usize, SweepOp, usize, Fault)> = order::round_robin(&later)
         .into_iter()
-        .chain(order::round_robin(&later))
         .map(|(k, fault)| (k, sw.records[k].op, sw.records[k].cut, fault))
         .collect();
     let total = u32::try_from(planned.len()).unwrap_or(u32::MAX);
