@@ -216,20 +216,9 @@ impl ZfsFactory {
         }
     }
 
-    /// Destroys `ds` recursively; never `-f` (it can wedge zfs-fuse), retrying only while
-    /// ZFS says "busy". The first try is one `zfs destroy -r`, which unmounts what it
-    /// destroys (one process where unmounting each mount first took one per mount: a case
-    /// in the guest's fault sweep mounts four to six); after a refusal, everything mounted
-    /// under `ds` is unmounted (deepest first) before each retry.
+    /// Unmounts everything mounted under `ds` (deepest first) and destroys it recursively;
+    /// never `-f` (it can wedge zfs-fuse), retrying only while ZFS says "busy".
     async fn destroy(&self, ds: &str) -> Result<(), FactoryError> {
-        let first = self
-            .zfs()
-            .output(&Cmd::zfs(["destroy", "-r", "--", ds]))
-            .await?;
-        if first.success() || first.stderr.contains("does not exist") {
-            return Ok(());
-        }
-        tracing::debug!(%ds, stderr = %first.stderr.trim(), "destroy -r refused; unmounting first");
         let mut delays = Backoff::TEARDOWN.delays();
         loop {
             let zfs = self.zfs();
