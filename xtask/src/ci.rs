@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: everything CI checks, in order, with timings and a closing count.
 //!
 //! Steps: format, clippy, the API docs (rustdoc warnings are errors), the workspace tests (with a ZFS engine made available first and
-//! `ZSTORE_REQUIRE_ZFS=1`, so store-zfs's real-pool tests cannot skip), the conformance lanes
+//! `ZSTORE_REQUIRE_ZFS=1`, so store-zfs's real-pool tests cannot skip; the suites a lane runs
+//! at its own sizes are left to it, see [`LEFT_TO_LANES`]), the conformance lanes
 //! (fake, zfs-fuse, vm: each runs the backend crate's own `tests/conformance.rs`, whose
 //! `self_test` proves that every deliberately broken store is caught on that storage; the
 //! vm lane also runs store-zfs's integration tests on OpenZFS in the same boot). Each lane
@@ -65,14 +66,44 @@ fn step_limit(step: &str) -> Duration {
     Duration::from_secs(minutes * 60)
 }
 
+/// The suites the workspace tests leave to a conformance lane: `(lane, the libtest filter of
+/// its tests, whether the lane stands in for them only when the tests are on zfs-fuse)`. A lane
+/// runs the very same tests (the backend crate's `tests/conformance.rs` module) at its own,
+/// larger sizes, so running them in the test step as well only doubles their time (the
+/// real-pool suite on zfs-fuse took 330 s of the test step's 1,046 s in CI, with the VM lane
+/// short of CPU beside it). They stay in the test step when their lane is skipped, or when
+/// the tests have another engine than the lane's (kernel OpenZFS on the host).
+const LEFT_TO_LANES: [(&str, &str, bool); 2] = [
+    ("fake", "report_busy::", false),
+    ("zfs-fuse", "real_pool::", true),
+];
+
+/// The libtest filters of [`LEFT_TO_LANES`] that apply when the steps in `skip` are skipped
+/// and the workspace tests run on zfs-fuse (`tests_on_zfs_fuse`) or not.
+fn left_to_lanes(skip: &[String], tests_on_zfs_fuse: bool) -> Vec<&'static str> {
+    LEFT_TO_LANES
+        .iter()
+        .filter(|(lane, _, _)| !skip.iter().any(|s| s == lane))
+        .filter(|(_, _, only_on_zfs_fuse)| tests_on_zfs_fuse || !only_on_zfs_fuse)
+        .map(|(_, filter, _)| *filter)
+        .collect()
+}
+
 /// Where a conformance lane's JSON report goes, in the run's private directory.
 fn report_path(reports: &std::path::Path, lane: &str) -> PathBuf {
     reports.join(format!("{lane}.json"))
 }
 
 /// What one step runs: one or more commands. A conformance lane writes its report into
-/// `reports` (see [`report_path`]).
-fn commands(step: &str, cargo: &OsString, me: &OsString, reports: &std::path::Path) -> Vec<Cmd> {
+/// `reports` (see [`report_path`]); the workspace tests leave out the tests that libtest's
+/// `--skip` matches with a filter of `left_out` (see [`left_to_lanes`]).
+fn commands(
+    step: &str,
+    cargo: &OsString,
+    me: &OsString,
+    reports: &std::path::Path,
+    left_out: &[&str],
+) -> Vec<Cmd> {
     let conformance = |engine: &str| {
         Cmd::new(me)
             .args(["conformance", "--engine", engine, "--report"])
@@ -93,12 +124,19 @@ fn commands(step: &str, cargo: &OsString, me: &OsString, reports: &std::path::Pa
                 .args(["doc", "--workspace", "--no-deps"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         ],
-        "test" => vec![
-            Cmd::new(cargo)
+        "test" => {
+            let mut test = Cmd::new(cargo)
                 .args(["test", "--workspace"])
                 // Set, store-zfs's real-pool tests fail instead of skipping without ZFS.
-                .env(store_zfs::testing::REQUIRE_ZFS_ENV, "1"),
-        ],
+                .env(store_zfs::testing::REQUIRE_ZFS_ENV, "1");
+            if !left_out.is_empty() {
+                test = test.arg("--");
+                for filter in left_out {
+                    test = test.args(["--skip", filter]);
+                }
+            }
+            vec![test]
+        }
         "vm" => vec![conformance("vm").arg("--with-store-zfs-tests")],
         lane => vec![conformance(lane)],
     }
@@ -312,8 +350,20 @@ impl Ctx {
                 }
             }
         }
+        let left_out = if step == "test" {
+            let on_zfs_fuse = matches!(engine, Some(LocalEngine::ZfsFuse { .. }));
+            let left_out = left_to_lanes(&self.skip, on_zfs_fuse);
+            for (lane, filter, _) in LEFT_TO_LANES.iter().filter(|l| left_out.contains(&l.1)) {
+                say(format!(
+                    "==> ci: test: {filter}* left to the {lane} lane, which runs those tests at its own sizes"
+                ));
+            }
+            left_out
+        } else {
+            Vec::new()
+        };
         let deadline = started + step_limit(step);
-        for cmd in commands(step, &self.cargo, &self.me, &self.reports) {
+        for cmd in commands(step, &self.cargo, &self.me, &self.reports, &left_out) {
             if !ok {
                 break;
             }
@@ -400,7 +450,7 @@ mod tests {
         assert!(STEPS.contains(&BACKGROUND_AFTER) && !BACKGROUND.contains(&BACKGROUND_AFTER));
         for step in STEPS {
             assert!(
-                !commands(step, &cargo, &me, std::path::Path::new("/r")).is_empty(),
+                !commands(step, &cargo, &me, std::path::Path::new("/r"), &[]).is_empty(),
                 "{step}"
             );
             assert!(step_limit(step) >= Duration::from_secs(300), "{step}");
@@ -420,7 +470,7 @@ mod tests {
     fn the_real_lanes_run_the_suite_and_the_guest_tests() {
         let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
         let r = std::path::Path::new("/r");
-        let vm = commands("vm", &cargo, &me, r);
+        let vm = commands("vm", &cargo, &me, r, &[]);
         assert_eq!(
             argv(&vm[0]),
             [
@@ -434,7 +484,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            argv(&commands("zfs-fuse", &cargo, &me, r)[0]),
+            argv(&commands("zfs-fuse", &cargo, &me, r, &[])[0]),
             [
                 "xtask",
                 "conformance",
@@ -444,7 +494,7 @@ mod tests {
                 "/r/zfs-fuse.json"
             ]
         );
-        let test = &commands("test", &cargo, &me, r)[0];
+        let test = &commands("test", &cargo, &me, r, &[])[0];
         assert!(test.display().contains("test --workspace"));
         let command = test.to_command();
         let require: Vec<_> = command
@@ -457,6 +507,36 @@ mod tests {
             require,
             [Some("1".into())],
             "store-zfs's real-pool tests must not skip"
+        );
+    }
+
+    #[test]
+    fn the_test_step_leaves_a_suite_to_its_lane_only_if_the_lane_runs_it() {
+        let skip =
+            |steps: &[&str]| -> Vec<String> { steps.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(left_to_lanes(&[], true), ["report_busy::", "real_pool::"]);
+        // Kernel OpenZFS on the host: the zfs-fuse lane is another engine.
+        assert_eq!(left_to_lanes(&[], false), ["report_busy::"]);
+        assert_eq!(left_to_lanes(&skip(&["zfs-fuse"]), true), ["report_busy::"]);
+        assert!(left_to_lanes(&skip(&["fake", "zfs-fuse"]), true).is_empty());
+        let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
+        let test = &commands(
+            "test",
+            &cargo,
+            &me,
+            std::path::Path::new("/r"),
+            &["real_pool::"],
+        )[0];
+        assert_eq!(
+            argv(test),
+            [
+                "cargo",
+                "test",
+                "--workspace",
+                "--",
+                "--skip",
+                "real_pool::"
+            ]
         );
     }
 }
