@@ -1,6 +1,7 @@
 //! [`CountingRunner`]: the [`Runner`] both stores under test go through, counting
 //! every `zfs`/`zpool` process it starts (syncing and not, and "dataset is busy" retries) and
-//! recording the command lines (with how long each took) of the current measurement.
+//! recording the command lines (with how long each took) of the current measurement, and each
+//! command's kind and duration for the per-command cost table ([`super::command_costs`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,6 +41,8 @@ impl Counts {
 struct State {
     counts: Counts,
     lines: Vec<String>,
+    /// Kind ([`super::command_costs::kind`]) and milliseconds of each command.
+    timings: Vec<(String, f64)>,
 }
 
 /// Wraps the real runner; counts and records every command passed through it.
@@ -73,6 +76,11 @@ impl CountingRunner {
     pub fn take_lines(&self) -> Vec<String> {
         std::mem::take(&mut self.state().lines)
     }
+
+    /// Returns and clears the kinds and milliseconds of the commands run so far.
+    pub fn take_timings(&self) -> Vec<(String, f64)> {
+        std::mem::take(&mut self.state().timings)
+    }
 }
 
 #[async_trait]
@@ -96,8 +104,10 @@ impl Runner for CountingRunner {
                 line.push_str(&format!("  [exit {}]", o.status.unwrap_or(-1)));
             }
         }
-        line.push_str(&format!("  ({:.1} ms)", took.as_secs_f64() * 1000.0));
+        let ms = took.as_secs_f64() * 1000.0;
+        line.push_str(&format!("  ({ms:.1} ms)"));
         st.lines.push(line);
+        st.timings.push((super::command_costs::kind(cmd), ms));
         out
     }
 
@@ -152,5 +162,18 @@ mod tests {
         );
         assert!(lines[0].ends_with(" ms)"), "{}", lines[0]);
         assert!(r.take_lines().is_empty());
+        let kinds: Vec<String> = r.take_timings().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "zfs list -H",
+                "zfs snapshot",
+                "zfs destroy",
+                "zfs mount",
+                "zfs rename",
+                "zpool wait -t free"
+            ]
+        );
+        assert!(r.take_timings().is_empty());
     }
 }

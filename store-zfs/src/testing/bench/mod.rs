@@ -13,6 +13,7 @@
 //! the pool, which holds everything it made).
 
 mod baseline;
+mod command_costs;
 mod counting;
 mod ops;
 mod report;
@@ -35,6 +36,7 @@ use self::subject::Subject;
 use self::zfs_cmd::Zfs;
 use crate::{Engine, RunError, SystemRunner, ZFS_FUSE_MOUNT_CAP, ZfsOptions, ZfsStore};
 
+pub use self::command_costs::CommandCost;
 pub use self::ops::{Op, OpFigures, Phase};
 pub use self::report::{CYCLE, NOISE_FLOOR_MS, SCALE_LIMIT, Target, cycle, print};
 pub use self::stats::Summary;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::command_costs::{CommandCost, CostSamples};
 use super::counting::CountingRunner;
 use super::stats::{Sample, Summary, median_ratio};
 use super::subject::{Lease, Side, Subject};
@@ -96,6 +97,13 @@ pub struct Phase {
     pub iterations: usize,
     /// Per operation, in [`Op::ALL`] order.
     pub ops: Vec<OpFigures>,
+    /// Ours: every command of the timed calls (and their background work), by kind, the
+    /// costliest first.
+    #[serde(default)]
+    pub ours_command_costs: Vec<CommandCost>,
+    /// The same for the baseline.
+    #[serde(default)]
+    pub baseline_command_costs: Vec<CommandCost>,
 }
 
 impl Phase {
@@ -122,6 +130,8 @@ pub struct Harness<'a> {
 struct Collected {
     samples: HashMap<(Op, Side), Vec<Sample>>,
     commands: HashMap<(Op, Side), Vec<String>>,
+    ours_costs: CostSamples,
+    baseline_costs: CostSamples,
 }
 
 impl Harness<'_> {
@@ -141,6 +151,7 @@ impl Harness<'_> {
     ) -> Result<T> {
         self.settle().await;
         self.counter.take_lines();
+        self.counter.take_timings();
         let before = self.counter.counts();
         let t0 = Instant::now();
         let out = fut.await?;
@@ -151,6 +162,13 @@ impl Harness<'_> {
         let key = (op, subject.side());
         let lines = self.counter.take_lines();
         col.commands.entry(key).or_insert(lines);
+        let costs = match subject.side() {
+            Side::Ours => &mut col.ours_costs,
+            Side::Baseline => &mut col.baseline_costs,
+        };
+        for (kind, ms) in self.counter.take_timings() {
+            costs.add(kind, ms);
+        }
         col.samples.entry(key).or_default().push(Sample {
             wall,
             counts: mid.since(&before),
@@ -201,6 +219,8 @@ impl Harness<'_> {
             existing_results: existing,
             iterations: n,
             ops,
+            ours_command_costs: col.ours_costs.summarise(),
+            baseline_command_costs: col.baseline_costs.summarise(),
         })
     }
 

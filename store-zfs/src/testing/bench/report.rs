@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ZfsBench;
+use super::command_costs::CommandCost;
 use super::ops::{Op, OpFigures, Phase};
 use super::stats::Summary;
 
@@ -157,9 +158,11 @@ pub fn print(z: &ZfsBench, quick: bool) {
     );
     for p in &z.phases {
         print_phase(p);
+        print_command_costs(p);
     }
     if let [small, large] = &z.phases[..] {
         print_scale(small, large);
+        print_command_scale(small, large);
     }
     for n in &z.notes {
         println!("note: {n}");
@@ -233,6 +236,85 @@ fn print_scale(small: &Phase, large: &Phase) {
             s.baseline.median_ms,
             l.baseline.median_ms,
             r(s.baseline.median_ms, l.baseline.median_ms),
+        );
+    }
+}
+
+/// The kinds of command in `ours` then those only in `baseline`, each once.
+fn kinds<'a>(ours: &'a [CommandCost], baseline: &'a [CommandCost]) -> Vec<&'a str> {
+    let mut kinds: Vec<&str> = Vec::new();
+    for c in ours.iter().chain(baseline) {
+        if !kinds.contains(&c.command.as_str()) {
+            kinds.push(&c.command);
+        }
+    }
+    kinds
+}
+
+fn print_command_costs(p: &Phase) {
+    println!();
+    println!(
+        "Where the time goes at {} existing results: every command of the timed calls and their \
+         background work, by kind (per pair = count / {} pairs; ms)",
+        p.existing_results, p.iterations
+    );
+    println!(
+        "{:<28} | {:>8} {:>7} {:>7} {:>8} | {:>8} {:>7} {:>7} {:>8}",
+        "command", "ours/pr", "med", "p95", "total", "OB/pr", "med", "p95", "total"
+    );
+    let find = |costs: &[CommandCost], k: &str| costs.iter().find(|c| c.command == k).cloned();
+    let per_pair = |c: &CommandCost| c.count as f64 / p.iterations.max(1) as f64;
+    let cell = |c: Option<CommandCost>| match c {
+        Some(c) => format!(
+            "{:>8.2} {:>7.1} {:>7.1} {:>8.0}",
+            per_pair(&c),
+            c.median_ms,
+            c.p95_ms,
+            c.total_ms
+        ),
+        None => format!("{:>8} {:>7} {:>7} {:>8}", "-", "", "", ""),
+    };
+    for k in kinds(&p.ours_command_costs, &p.baseline_command_costs) {
+        println!(
+            "{k:<28} | {} | {}",
+            cell(find(&p.ours_command_costs, k)),
+            cell(find(&p.baseline_command_costs, k))
+        );
+    }
+}
+
+fn print_command_scale(small: &Phase, large: &Phase) {
+    println!();
+    println!(
+        "Scale by command: median ms of one command at {} vs {} existing results",
+        small.existing_results, large.existing_results
+    );
+    println!(
+        "{:<28} | {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7}",
+        "command", "ours", "", "ratio", "OB", "", "ratio"
+    );
+    let median =
+        |costs: &[CommandCost], k: &str| costs.iter().find(|c| c.command == k).map(|c| c.median_ms);
+    let cells = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => format!("{a:>8.1} {b:>8.1} {:>6.2}×", b / a),
+        (a, b) => format!(
+            "{:>8} {:>8} {:>7}",
+            a.map_or("-".into(), |a| format!("{a:.1}")),
+            b.map_or("-".into(), |b| format!("{b:.1}")),
+            ""
+        ),
+    };
+    for k in kinds(&large.ours_command_costs, &large.baseline_command_costs) {
+        println!(
+            "{k:<28} | {} | {}",
+            cells(
+                median(&small.ours_command_costs, k),
+                median(&large.ours_command_costs, k)
+            ),
+            cells(
+                median(&small.baseline_command_costs, k),
+                median(&large.baseline_command_costs, k)
+            ),
         );
     }
 }
