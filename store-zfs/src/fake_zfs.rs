@@ -7,6 +7,9 @@
 //! not model: read-only enforcement (a "read-only" mount is a flag), space accounting
 //! beyond fixed numbers, and timing races. It behaves like zfs-fuse (`zfs version` fails,
 //! clones come up mounted) or, with [`FakeZfs::openzfs`], like OpenZFS.
+//!
+//! It also counts the commands whose cost grows with the pool ([`FakeZfs::pool_walks`]), so
+//! that a test can hold an operation to a cost that does not.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -33,6 +36,8 @@ struct Ds {
 struct Model {
     ds: BTreeMap<String, Ds>,
     clock: u64,
+    /// See [`FakeZfs::pool_walks`].
+    pool_walks: usize,
 }
 
 /// The fake (see the module docs). Create with [`FakeZfs::new`], pass as the store's runner.
@@ -96,7 +101,11 @@ impl FakeZfs {
         Self {
             dir,
             openzfs: false,
-            model: Mutex::new(Model { ds, clock: 1 }),
+            model: Mutex::new(Model {
+                ds,
+                clock: 1,
+                pool_walks: 0,
+            }),
         }
     }
 
@@ -116,6 +125,19 @@ impl FakeZfs {
 
     fn snap_dir(&self, snap: &str) -> PathBuf {
         self.dir.join(".snapshots").join(snap.replace('/', "%"))
+    }
+
+    /// How many commands so far would have walked every dataset in the pool on zfs-fuse
+    /// (always 0 with [`FakeZfs::openzfs`]): a `zfs destroy` of a snapshot that has clones,
+    /// or of a dataset with such a snapshot at or below it, whatever the flag. zfs-fuse's
+    /// libzfs finds dependents by building a graph of the pool (`libzfs_graph.c`): a walk of
+    /// the target's own subtree, and of the whole pool as soon as a snapshot there has
+    /// clones. Measured on zfs-fuse here: `zfs destroy -R` of a cache version snapshot and
+    /// its one clone took 0.02 s in an empty pool and 16.7 s beside 2,000 results, while a
+    /// plain `zfs destroy` of that clone and then of the snapshot stayed at 17–25 ms each.
+    /// OpenZFS reads a snapshot's clones from the snapshot itself.
+    pub fn pool_walks(&self) -> usize {
+        lock(&self.model).pool_walks
     }
 
     /// Every dataset and snapshot, sorted.
@@ -432,6 +454,19 @@ impl FakeZfs {
             }
             return fail(format!("cannot open '{name}': dataset does not exist"));
         }
+        if !self.openzfs {
+            let subtree = |n: &String| {
+                n == name
+                    || n.starts_with(&format!("{name}/"))
+                    || n.starts_with(&format!("{name}@"))
+            };
+            if m.ds
+                .keys()
+                .any(|n| subtree(n) && is_snap(n) && !Self::clones_of(m, n).is_empty())
+            {
+                m.pool_walks += 1;
+            }
+        }
         // Everything this destroy removes: the name, plus descendants (-r, -R), plus clones
         // of any snapshot removed (-R), transitively.
         let mut doomed: Vec<String> = vec![name.to_owned()];
@@ -601,5 +636,50 @@ impl Runner for FakeZfs {
                 })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zfs(fake: &FakeZfs, args: &[&str]) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = fake.exec(&args);
+        assert!(out.success(), "{args:?}: {out:?}");
+    }
+
+    /// The counter follows zfs-fuse's dependents graph: a destroy walks the pool when a
+    /// snapshot at or below its target has clones, and never on OpenZFS.
+    #[test]
+    fn a_destroy_walks_the_pool_only_past_a_cloned_snapshot() {
+        for openzfs in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fake = if openzfs {
+                FakeZfs::openzfs(dir.path(), "p")
+            } else {
+                FakeZfs::new(dir.path(), "p")
+            };
+            let walks = |n: usize| if openzfs { 0 } else { n };
+            zfs(&fake, &["create", "-o", "canmount=noauto", "--", "p/a"]);
+            zfs(&fake, &["snapshot", "--", "p/a@s"]);
+            zfs(&fake, &["clone", "--", "p/a@s", "p/b"]);
+            zfs(&fake, &["snapshot", "--", "p/b@t"]);
+            zfs(&fake, &["create", "-o", "canmount=noauto", "--", "p/leaf"]);
+            zfs(&fake, &["snapshot", "--", "p/leaf@s"]);
+            zfs(&fake, &["destroy", "-r", "--", "p/leaf"]);
+            zfs(&fake, &["destroy", "--", "p/b@t"]);
+            assert_eq!(fake.pool_walks(), 0, "no clones below either");
+            zfs(&fake, &["clone", "--", "p/a@s", "p/c"]);
+            zfs(&fake, &["destroy", "--", "p/c"]);
+            assert_eq!(fake.pool_walks(), 0, "a clone itself has none");
+            zfs(&fake, &["destroy", "-R", "--", "p/a@s"]);
+            assert_eq!(fake.pool_walks(), walks(1), "a snapshot with a clone");
+            zfs(&fake, &["create", "-o", "canmount=noauto", "--", "p/d"]);
+            zfs(&fake, &["snapshot", "--", "p/d@s"]);
+            zfs(&fake, &["clone", "--", "p/d@s", "p/e"]);
+            zfs(&fake, &["destroy", "-R", "--", "p/d"]);
+            assert_eq!(fake.pool_walks(), walks(2), "a dataset above one");
+        }
     }
 }
