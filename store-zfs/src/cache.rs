@@ -202,10 +202,10 @@ async fn destroy_copy(inner: &Shared, ds: &str) -> Result<(), StoreError> {
     inner.zfs.destroy(ds, None).await
 }
 
-/// Destroys copy `generation` taken from `base`, then the old version snapshot it pinned if
-/// no other copy uses it. Two plain destroys rather than one `zfs destroy -R` of the
-/// snapshot: see [`destroy_old_version`]. Caller holds the op lock and has removed the copy
-/// from `copies`. Processes: 1, or 2 for the last copy of an old version.
+/// Destroys copy `generation` taken from `base`, and the old version snapshot it pinned if
+/// no other copy uses it, the copy then being that snapshot's only clone (see
+/// [`destroy_old_version`]). Caller holds the op lock and has removed the copy from
+/// `copies`. Processes: 1; for the last copy of an old version 2 on zfs-fuse.
 async fn discard_locked(
     inner: &Shared,
     entry: &CacheEntry,
@@ -223,36 +223,41 @@ async fn discard_locked(
                 .filter(|b| Some(*b) != st.current && !st.version_in_use(*b)),
         )
     };
-    destroy_copy(inner, &inner.layout.generation(&component, generation)).await?;
+    let copy_ds = inner.layout.generation(&component, generation);
     match (current, pinned) {
-        // A failure here leaves the copy listed as doomed: the retry finds it gone (a
-        // missing dataset counts as destroyed) and tries the snapshot again.
         (Some(cur), Some(old)) => {
-            inner
-                .zfs
-                .destroy(&inner.layout.version_snap(&component, cur, old), None)
-                .await
+            let snap = inner.layout.version_snap(&component, cur, old);
+            destroy_old_version(inner, &copy_ds, &snap).await
         }
-        _ => Ok(()),
+        _ => destroy_copy(inner, &copy_ds).await,
     }
 }
 
-/// Destroys the old generation `old_gen` (a clone of `old_snap` with no snapshots of its own,
-/// which is what a promote leaves), then `old_snap`, no longer cloned: two plain destroys,
-/// never one `zfs destroy -R` of the cloned snapshot. zfs-fuse's libzfs finds the
-/// dependents of a snapshot with clones by walking every dataset and snapshot in the pool
-/// (`libzfs_graph.c`; on OpenZFS the snapshot lists its clones), so that one command's
-/// cost grows with every result: measured on zfs-fuse, 0.02 s in an empty pool, 0.8 s
-/// beside 500 results, 4.2 s beside 1,000 and 16.7 s beside 2,000, while these two took
-/// 17–28 ms each at every size. `testing::FakeZfs::pool_walks` counts the
-/// commands that would walk.
+/// Destroys an old version snapshot `old_snap` and `clone`, its only clone (with no
+/// snapshots of its own: the old generation after a promote, or the last copy taken from
+/// that version). On OpenZFS one `zfs destroy -R` of the snapshot (the clone first, then the
+/// snapshot). On zfs-fuse two plain destroys, the clone and then the snapshot, no longer
+/// cloned: zfs-fuse's libzfs finds the dependents of a snapshot with clones by walking every
+/// dataset and snapshot in the pool (`libzfs_graph.c`), so that one `-R` took 0.02 s in an
+/// empty pool, 0.8 s beside 500 results, 4.2 s beside 1,000 and 16.7 s beside 2,000, while
+/// the two plain destroys took 17–28 ms each at every size. OpenZFS reads a snapshot's
+/// clones off the snapshot: there the `-R` took 0.28 s (under TCG) in an empty pool and
+/// 0.31 s beside 2,000 results. `testing::FakeZfs::pool_walks` counts the commands that would walk.
+///
+/// After a failure of the second zfs-fuse destroy, a retry finds the clone gone (a missing
+/// dataset counts as destroyed) and tries the snapshot again; open's repair destroys an
+/// unpinned old version snapshot in any case.
 async fn destroy_old_version(
     inner: &Shared,
-    old_gen: &str,
+    clone: &str,
     old_snap: &str,
 ) -> Result<(), StoreError> {
-    inner.zfs.destroy(old_gen, None).await?;
-    inner.zfs.destroy(old_snap, None).await
+    if inner.engine.is_zfs_fuse() {
+        inner.zfs.destroy(clone, None).await?;
+        inner.zfs.destroy(old_snap, None).await
+    } else {
+        inner.zfs.destroy(old_snap, Some("-R")).await
+    }
 }
 
 /// Destroys the copies dropped since the last operation (caller holds the op lock), one at a
@@ -278,8 +283,8 @@ async fn reap_doomed(inner: &Shared, entry: &CacheEntry) {
 /// Publishes copy `generation`: snapshot (the commit point: the highest generation with its
 /// own version snapshot is the cache), then promote it and destroy the old generation and,
 /// unless other copies still clone it, the old version snapshot ([`destroy_old_version`]).
-/// Syncing commands: 4, or 3 while other copies clone the old version (1 for a cache's
-/// first version).
+/// Syncing commands: 3 (4 on zfs-fuse unless other copies clone the old version; 1 for a
+/// cache's first version).
 async fn publish_locked(
     inner: &Shared,
     entry: &CacheEntry,

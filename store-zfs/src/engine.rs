@@ -14,7 +14,8 @@ pub enum Engine {
     /// OpenZFS; the first line of `zfs version` (e.g. `zfs-2.1.5-1`).
     ///
     /// Engine-specific behaviour: `complete_deletes` waits with `zpool wait -t free` (or polls
-    /// the `freeing` property where `zpool wait` is missing); no cap on mounted results.
+    /// the `freeing` property where `zpool wait` is missing); no cap on mounted results; an
+    /// old cache version goes with one `zfs destroy -R` of its snapshot.
     OpenZfs {
         /// The reported version.
         version: String,
@@ -22,7 +23,9 @@ pub enum Engine {
     /// zfs-fuse or another CLI without `zfs version`.
     ///
     /// Engine-specific behaviour: `complete_deletes` returns at once (frees are synchronous);
-    /// read-only result mounts are capped (the daemon serves at most 1000 mounts in all).
+    /// read-only result mounts are capped (the daemon serves at most 1000 mounts in all); an
+    /// old cache version goes with two plain `zfs destroy` (its last clone, then its
+    /// snapshot), as a `destroy -R` of a cloned snapshot walks the whole pool there.
     ZfsFuse,
 }
 
