@@ -60,6 +60,11 @@ fn new_component(inner: &Shared, entry: &CacheEntry) -> String {
 
 /// `cache(user, name)`. Runs in a task of its own: if the caller is dropped, the lease it
 /// would have returned is dropped there, which discards the copy.
+///
+/// The task's output carries the cache's lock guard after the lease, so the lock is let go
+/// only once the lease has reached the caller or, with the caller gone, been dropped (tuple
+/// fields drop in order): an operation queued on the lock never sees the copy of a caller
+/// that is gone as still out.
 pub async fn acquire(
     inner: &Shared,
     user: User,
@@ -67,12 +72,16 @@ pub async fn acquire(
 ) -> Result<CacheLease, StoreError> {
     let inner = inner.clone();
     let entry = entry(&inner, name);
-    join(spawn_detached(inner.tasks.clone(), async move {
-        let _op = entry.op.lock().await;
+    let (lease, _op) = join(spawn_detached(inner.tasks.clone(), async move {
+        let op = entry.op.clone().lock_owned().await;
         reap_doomed(&inner, &entry).await;
-        acquire_locked(&inner, &entry, user).await
+        match acquire_locked(&inner, &entry, user).await {
+            Ok(lease) => Ok((lease, op)),
+            Err(e) => Err(e),
+        }
     }))
-    .await
+    .await?;
+    Ok(lease)
 }
 
 async fn acquire_locked(

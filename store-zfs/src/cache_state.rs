@@ -49,8 +49,9 @@ pub struct CacheEntry {
     /// The cache name.
     pub name: CacheName,
     /// Held for the whole of each operation on this cache (acquire, release, discard,
-    /// delete), so they run one at a time.
-    pub op: tokio::sync::Mutex<()>,
+    /// delete), so they run one at a time. In an `Arc` so that an acquisition can hand its
+    /// guard out with the lease (see `cache::acquire`).
+    pub op: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The state; short critical sections only (also taken from `Drop`).
     pub st: std::sync::Mutex<CacheState>,
 }
@@ -60,7 +61,7 @@ impl CacheEntry {
     pub fn new(name: CacheName, st: CacheState) -> Self {
         Self {
             name,
-            op: tokio::sync::Mutex::new(()),
+            op: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             st: std::sync::Mutex::new(st),
         }
     }
