@@ -75,10 +75,9 @@ pub async fn acquire(
     let (lease, _op) = join(spawn_detached(inner.tasks.clone(), async move {
         let op = entry.op.clone().lock_owned().await;
         reap_doomed(&inner, &entry).await;
-        match acquire_locked(&inner, &entry, user).await {
-            Ok(lease) => Ok((lease, op)),
-            Err(e) => Err(e),
-        }
+        acquire_locked(&inner, &entry, user)
+            .await
+            .map(|lease| (lease, op))
     }))
     .await?;
     Ok(lease)
@@ -246,12 +245,8 @@ async fn discard_locked(
 /// snapshots of its own: the old generation after a promote, or the last copy taken from
 /// that version). On OpenZFS one `zfs destroy -R` of the snapshot (the clone first, then the
 /// snapshot). On zfs-fuse two plain destroys, the clone and then the snapshot, no longer
-/// cloned: zfs-fuse's libzfs finds the dependents of a snapshot with clones by walking every
-/// dataset and snapshot in the pool (`libzfs_graph.c`), so that one `-R` took 0.02 s in an
-/// empty pool, 0.8 s beside 500 results, 4.2 s beside 1,000 and 16.7 s beside 2,000, while
-/// the two plain destroys took 17–28 ms each at every size. OpenZFS reads a snapshot's
-/// clones off the snapshot: there the `-R` took 0.28 s (under TCG) in an empty pool and
-/// 0.31 s beside 2,000 results. `testing::FakeZfs::pool_walks` counts the commands that would walk.
+/// cloned, because there that `-R` walks the whole pool (measurements in the crate docs,
+/// "Command costs").
 ///
 /// After a failure of the second zfs-fuse destroy, a retry finds the clone gone (a missing
 /// dataset counts as destroyed) and tries the snapshot again; open's repair destroys an

@@ -78,14 +78,14 @@ const LEFT_TO_LANES: [(&str, &str, bool); 2] = [
     ("zfs-fuse", "real_pool::", true),
 ];
 
-/// The libtest filters of [`LEFT_TO_LANES`] that apply when the steps in `skip` are skipped
-/// and the workspace tests run on zfs-fuse (`tests_on_zfs_fuse`) or not.
-fn left_to_lanes(skip: &[String], tests_on_zfs_fuse: bool) -> Vec<&'static str> {
+/// The `(lane, libtest filter)` pairs of [`LEFT_TO_LANES`] that apply when the steps in
+/// `skip` are skipped and the workspace tests run on zfs-fuse (`tests_on_zfs_fuse`) or not.
+fn left_to_lanes(skip: &[String], tests_on_zfs_fuse: bool) -> Vec<(&'static str, &'static str)> {
     LEFT_TO_LANES
         .iter()
         .filter(|(lane, _, _)| !skip.iter().any(|s| s == lane))
         .filter(|(_, _, only_on_zfs_fuse)| tests_on_zfs_fuse || !only_on_zfs_fuse)
-        .map(|(_, filter, _)| *filter)
+        .map(|(lane, filter, _)| (*lane, *filter))
         .collect()
 }
 
@@ -334,6 +334,7 @@ impl Ctx {
                 )),
             }
         }
+        let mut left_out = Vec::new();
         if step == "test" {
             // store-zfs's real-pool tests need a ZFS that answers: kernel OpenZFS if this
             // host has it, else zfs-fuse (installed, and a daemon started, if needed).
@@ -349,19 +350,14 @@ impl Ctx {
                     ok = false;
                 }
             }
-        }
-        let left_out = if step == "test" {
             let on_zfs_fuse = matches!(engine, Some(LocalEngine::ZfsFuse { .. }));
-            let left_out = left_to_lanes(&self.skip, on_zfs_fuse);
-            for (lane, filter, _) in LEFT_TO_LANES.iter().filter(|l| left_out.contains(&l.1)) {
+            for (lane, filter) in left_to_lanes(&self.skip, on_zfs_fuse) {
                 say(format!(
                     "==> ci: test: {filter}* left to the {lane} lane, which runs those tests at its own sizes"
                 ));
+                left_out.push(filter);
             }
-            left_out
-        } else {
-            Vec::new()
-        };
+        }
         let deadline = started + step_limit(step);
         for cmd in commands(step, &self.cargo, &self.me, &self.reports, &left_out) {
             if !ok {
@@ -514,10 +510,16 @@ mod tests {
     fn the_test_step_leaves_a_suite_to_its_lane_only_if_the_lane_runs_it() {
         let skip =
             |steps: &[&str]| -> Vec<String> { steps.iter().map(|s| s.to_string()).collect() };
-        assert_eq!(left_to_lanes(&[], true), ["report_busy::", "real_pool::"]);
+        assert_eq!(
+            left_to_lanes(&[], true),
+            [("fake", "report_busy::"), ("zfs-fuse", "real_pool::")]
+        );
         // Kernel OpenZFS on the host: the zfs-fuse lane is another engine.
-        assert_eq!(left_to_lanes(&[], false), ["report_busy::"]);
-        assert_eq!(left_to_lanes(&skip(&["zfs-fuse"]), true), ["report_busy::"]);
+        assert_eq!(left_to_lanes(&[], false), [("fake", "report_busy::")]);
+        assert_eq!(
+            left_to_lanes(&skip(&["zfs-fuse"]), true),
+            [("fake", "report_busy::")]
+        );
         assert!(left_to_lanes(&skip(&["fake", "zfs-fuse"]), true).is_empty());
         let (cargo, me) = (OsString::from("cargo"), OsString::from("xtask"));
         let test = &commands(

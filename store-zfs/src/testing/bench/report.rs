@@ -240,6 +240,11 @@ fn print_scale(small: &Phase, large: &Phase) {
     }
 }
 
+/// The cost of command kind `k` in `costs`, if any ran.
+fn cost_of<'a>(costs: &'a [CommandCost], k: &str) -> Option<&'a CommandCost> {
+    costs.iter().find(|c| c.command == k)
+}
+
 /// The kinds of command in `ours` then those only in `baseline`, each once.
 fn kinds<'a>(ours: &'a [CommandCost], baseline: &'a [CommandCost]) -> Vec<&'a str> {
     let mut kinds: Vec<&str> = Vec::new();
@@ -262,12 +267,11 @@ fn print_command_costs(p: &Phase) {
         "{:<28} | {:>8} {:>7} {:>7} {:>8} | {:>8} {:>7} {:>7} {:>8}",
         "command", "ours/pr", "med", "p95", "total", "OB/pr", "med", "p95", "total"
     );
-    let find = |costs: &[CommandCost], k: &str| costs.iter().find(|c| c.command == k).cloned();
     let per_pair = |c: &CommandCost| c.count as f64 / p.iterations.max(1) as f64;
-    let cell = |c: Option<CommandCost>| match c {
+    let cell = |c: Option<&CommandCost>| match c {
         Some(c) => format!(
             "{:>8.2} {:>7.1} {:>7.1} {:>8.0}",
-            per_pair(&c),
+            per_pair(c),
             c.median_ms,
             c.p95_ms,
             c.total_ms
@@ -277,8 +281,8 @@ fn print_command_costs(p: &Phase) {
     for k in kinds(&p.ours_command_costs, &p.baseline_command_costs) {
         println!(
             "{k:<28} | {} | {}",
-            cell(find(&p.ours_command_costs, k)),
-            cell(find(&p.baseline_command_costs, k))
+            cell(cost_of(&p.ours_command_costs, k)),
+            cell(cost_of(&p.baseline_command_costs, k))
         );
     }
 }
@@ -293,8 +297,7 @@ fn print_command_scale(small: &Phase, large: &Phase) {
         "{:<28} | {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7}",
         "command", "ours", "", "ratio", "OB", "", "ratio"
     );
-    let median =
-        |costs: &[CommandCost], k: &str| costs.iter().find(|c| c.command == k).map(|c| c.median_ms);
+    let median = |costs: &[CommandCost], k: &str| cost_of(costs, k).map(|c| c.median_ms);
     let cells = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if a > 0.0 => format!("{a:>8.1} {b:>8.1} {:>6.2}×", b / a),
         (a, b) => format!(
